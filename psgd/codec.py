@@ -1,0 +1,218 @@
+"""The codec contract: ``Codec``, ``netEncapsulation``, ``BlockWeight`` and ``Parameter_Server``.
+
+These names and their semantics are kept exactly as Parallel-SGD defines them, so a codec
+written for Parallel-SGD runs here with only its import lines changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from psgd.errors import CodecError
+
+__all__ = [
+    "BlockWeight",
+    "Codec",
+    "Parameter_Server",
+    "netEncapsulation",
+    "collect_packages",
+]
+
+T = TypeVar("T")
+
+#: Node id of the parameter server: negative, distinct from the workers' ids 0..N-1.
+Parameter_Server: int = -2
+
+_log = logging.getLogger(__name__)
+
+
+class BlockWeight:
+    """What the trainer hands a codec after each batch: one block's content.
+
+    Parameters
+    ----------
+    content:
+        The array computed on that block (a gradient delta or the weights, by optimizer type).
+    block_id:
+        The id of the data block it was computed on (see ``GlobalSettings.blocks``).
+    """
+
+    __slots__ = ("block_id", "content")
+
+    def __init__(self, content: Any, block_id: int) -> None:
+        self.content = content
+        self.block_id = block_id
+
+    def __repr__(self) -> str:
+        shape = getattr(self.content, "shape", None)
+        return f"BlockWeight(block_id={self.block_id}, shape={shape})"
+
+
+class netEncapsulation(Generic[T]):
+    """A package a codec wants sent: its targets and its content.
+
+    Parameters
+    ----------
+    send_to_who:
+        One node id, or a list, tuple or set of node ids (``Parameter_Server`` included).
+    content:
+        Any nesting of lists, tuples, dicts, numbers, strings, bytes and numpy arrays.
+    """
+
+    __slots__ = ("__packages", "__target")
+
+    def __init__(self, send_to_who: int | Iterable[int], content: T) -> None:
+        self.__target = _normalise_targets(send_to_who)
+        self.__packages = content
+
+    def target(self) -> list[int]:
+        """The node ids this package goes to."""
+        return self.__target
+
+    @property
+    def content(self) -> T:
+        """What is sent; receivers get it in ``receive_blocks`` with the same structure."""
+        return self.__packages
+
+    def __repr__(self) -> str:
+        return f"netEncapsulation(target={self.__target}, content={type(self.__packages).__name__})"
+
+
+def _normalise_targets(send_to_who: Any) -> list[int]:
+    if isinstance(send_to_who, bool):
+        raise CodecError(f"netEncapsulation: target must be a node id, got bool {send_to_who}")
+    if isinstance(send_to_who, int):
+        return [int(send_to_who)]
+    if isinstance(send_to_who, (list, tuple, set, frozenset)):
+        targets = []
+        for node in send_to_who:
+            if isinstance(node, bool) or not isinstance(node, int):
+                raise CodecError(
+                    f"netEncapsulation: every target must be an int node id, "
+                    f"got {type(node).__name__} {node!r} in {send_to_who!r}"
+                )
+            targets.append(int(node))
+        return targets
+    if hasattr(send_to_who, "__index__"):  # numpy integers
+        return [int(send_to_who)]
+    raise CodecError(
+        "netEncapsulation: target must be an int or a list, tuple or set of ints, "
+        f"got {type(send_to_who).__name__}"
+    )
+
+
+def _add(old: Any, new: Any) -> Any:
+    return old + new
+
+
+class Codec(metaclass=ABCMeta):
+    """Base class of every communication algorithm.
+
+    A codec decides what to send, to whom, and how to merge what arrives. It never touches
+    sockets, threads or clocks: "who gets what" is the return value of ``update_blocks`` and
+    ``receive_blocks`` (None, one ``netEncapsulation`` or an iterable of them), and the merged
+    result is published with ``set_result``. The framework calls ``update_blocks`` and
+    ``receive_blocks`` of one instance one at a time; ``set_result`` is safe from any thread.
+
+    Parameters
+    ----------
+    node_id:
+        This node's id: 0..N-1 for workers, ``Parameter_Server`` for the server.
+    """
+
+    def __init__(self, node_id: int) -> None:
+        self.__node_id = node_id
+        self.__updated_weight_buffer: Any = None
+        self.__update_mutex = threading.Lock()
+        self.__logger = logging.getLogger(f"psgd.codec.{type(self).__name__}")
+
+    @property
+    def node_id(self) -> int:
+        """This node's id."""
+        return self.__node_id
+
+    @abstractmethod
+    def update_blocks(self, block_weight: BlockWeight) -> Any:
+        """Called after each batch with this node's content for one block.
+
+        Returns None, a ``netEncapsulation`` or an iterable of them.
+        """
+
+    @abstractmethod
+    def receive_blocks(self, content: Any) -> Any:
+        """Called with the content of each package sent to this node.
+
+        Returns None, a ``netEncapsulation`` or an iterable of them.
+        """
+
+    @abstractmethod
+    def dispose(self) -> None:
+        """Release whatever the codec holds; called once when the job ends."""
+
+    def do_something_to_save_yourself(self) -> Any:
+        """Called once when SSGD waited too long for a result; may return packages to resend."""
+        return None
+
+    def set_result(self, content: Any, operation: Callable[[Any, Any], Any] | None = None) -> None:
+        """Publish (part of) the merged result; thread-safe.
+
+        The buffer becomes ``content`` when empty, else ``operation(old, content)``
+        (default: ``old + content``).
+        """
+        merge = operation if operation is not None else _add
+        with self.__update_mutex:
+            if self.__updated_weight_buffer is None:
+                self.__updated_weight_buffer = content
+            else:
+                self.__updated_weight_buffer = merge(self.__updated_weight_buffer, content)
+
+    def is_done(self) -> bool:
+        """True when a result waits in the buffer."""
+        return self.__updated_weight_buffer is not None
+
+    def get_result(self) -> Any:
+        """Return the merged result and clear the buffer (None when there is none)."""
+        with self.__update_mutex:
+            result = self.__updated_weight_buffer
+            self.__updated_weight_buffer = None
+        return result
+
+    def record(self, message: str) -> None:
+        """Write a line to this node's log."""
+        self.__logger.info("node %s: %s", self.__node_id, message)
+
+
+def collect_packages(codec: Codec, method: str, returned: Any) -> list[netEncapsulation]:
+    """Check what a codec method returned and flatten it to a list of packages.
+
+    Raises
+    ------
+    CodecError
+        When ``returned`` is neither None, a ``netEncapsulation`` nor an iterable of them;
+        the message names the class, the method and the type returned.
+    """
+    if returned is None:
+        return []
+    if isinstance(returned, netEncapsulation):
+        return [returned]
+    where = f"{type(codec).__name__}.{method}"
+    if isinstance(returned, (str, bytes, dict)) or not isinstance(returned, Iterable):
+        raise CodecError(
+            f"{where} returned {type(returned).__name__}; expected None, a netEncapsulation "
+            "or an iterable of netEncapsulation"
+        )
+    packages = []
+    for item in returned:
+        if item is None:
+            continue
+        if not isinstance(item, netEncapsulation):
+            raise CodecError(
+                f"{where} returned an iterable containing {type(item).__name__}; "
+                "every item must be a netEncapsulation"
+            )
+        packages.append(item)
+    return packages

@@ -1,0 +1,210 @@
+"""The Dataset container and `load_dataset`, which opens MNIST by name or any .npz file."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from psgd.errors import ConfigError, DatasetError
+
+NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
+
+
+# eq=False: the generated __eq__/__hash__ would compare arrays elementwise and fail.
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """A train/test split of flat feature vectors and integer class labels.
+
+    Parameters
+    ----------
+    name : str
+        Short name for logs and metrics (``"mnist"``, or the stem of a .npz file).
+    x_train, x_test : np.ndarray
+        Shape ``(n, n_features)``, float32 (MNIST: grey levels scaled to [0, 1]).
+    y_train, y_test : np.ndarray
+        Shape ``(n,)``, int64 class indices in ``[0, n_classes)``.
+    n_classes : int
+        Largest label over train and test, plus one.
+
+    Raises
+    ------
+    DatasetError
+        If the shapes do not line up or a label is outside ``[0, n_classes)``.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+                raise DatasetError(
+                    f"dataset {self.name!r}: expected x_{split} of shape (n, features) and "
+                    f"y_{split} of shape (n,), got {x.shape} and {y.shape}"
+                )
+            if y.size and (y.min() < 0 or y.max() >= self.n_classes):
+                raise DatasetError(
+                    f"dataset {self.name!r}: y_{split} has labels outside [0, {self.n_classes})"
+                )
+        if self.x_test.shape[1] != self.x_train.shape[1]:
+            raise DatasetError(
+                f"dataset {self.name!r}: x_train has {self.x_train.shape[1]} features, "
+                f"x_test has {self.x_test.shape[1]}"
+            )
+
+    @property
+    def n_features(self) -> int:
+        """Length of one feature vector (784 for MNIST)."""
+        return int(self.x_train.shape[1])
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
+        """Return the first `n_train` training and `n_test` test rows (None keeps all).
+
+        The arrays are views of this dataset's arrays, and `n_classes` is kept, so a model
+        built for the subset fits the full dataset too.
+
+        Raises
+        ------
+        ConfigError
+            If a count is negative, not an integer, or larger than the split.
+        """
+        n_train = _row_count(self.name, "n_train", n_train, len(self.x_train))
+        n_test = _row_count(self.name, "n_test", n_test, len(self.x_test))
+        return Dataset(
+            name=self.name,
+            x_train=self.x_train[:n_train],
+            y_train=self.y_train[:n_train],
+            x_test=self.x_test[:n_test],
+            y_test=self.y_test[:n_test],
+            n_classes=self.n_classes,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, x_train={self.x_train.shape}, "
+            f"x_test={self.x_test.shape}, n_classes={self.n_classes})"
+        )
+
+
+def _row_count(name: str, arg: str, value: int | None, available: int) -> int:
+    if value is None:
+        return available
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"dataset {name!r}: subset {arg} must be an integer, got {value!r}")
+    if not 0 <= value <= available:
+        raise ConfigError(
+            f"dataset {name!r}: subset {arg} must be between 0 and {available}, got {value}"
+        )
+    return int(value)
+
+
+def load_dataset(name_or_path: str | os.PathLike[str], data_dir: Path | None = None) -> Dataset:
+    """Load a dataset by name (``"mnist"``) or from a .npz file.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        ``"mnist"`` (any case), or a path ending in ``.npz`` holding the arrays ``x_train``,
+        ``y_train``, ``x_test`` and ``y_test``. Images of any shape are flattened to
+        ``(n, -1)`` float32; integer images are taken as 0-255 grey levels and scaled by 1/255.
+        Labels become int64.
+    data_dir : Path, optional
+        MNIST directory, passed to `load_mnist`; not used for .npz files.
+
+    Raises
+    ------
+    ConfigError
+        If `name_or_path` is neither ``"mnist"`` nor a .npz path.
+    DatasetError
+        If the file is missing, unreadable, lacks a key or holds inconsistent arrays.
+    """
+    text = os.fspath(name_or_path)
+    if text.lower() == "mnist":
+        # Imported here because mnist.py builds Dataset objects and so imports this module.
+        from psgd.data.mnist import load_mnist
+
+        return load_mnist(data_dir)
+    if text.lower().endswith(".npz"):
+        return _load_npz(Path(text))
+    raise ConfigError(f'dataset {text!r}: expected "mnist" or a path to a .npz file')
+
+
+def _load_npz(path: Path) -> Dataset:
+    arrays = _read_npz(path)
+    x = {split: _features(path, f"x_{split}", arrays[f"x_{split}"]) for split in ("train", "test")}
+    y = {split: _labels(path, f"y_{split}", arrays[f"y_{split}"]) for split in ("train", "test")}
+    for split in ("train", "test"):
+        if len(x[split]) != len(y[split]):
+            raise DatasetError(
+                f"{path}: x_{split} has {len(x[split])} rows but y_{split} has {len(y[split])}"
+            )
+    if len(x["train"]) == 0:
+        raise DatasetError(f"{path}: x_train has no rows")
+    if x["train"].shape[1] != x["test"].shape[1]:
+        raise DatasetError(
+            f"{path}: x_train has {x['train'].shape[1]} features per row, "
+            f"x_test has {x['test'].shape[1]}"
+        )
+    n_classes = int(max(labels.max() for labels in y.values() if labels.size)) + 1
+    return Dataset(path.stem, x["train"], y["train"], x["test"], y["test"], n_classes)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{path}: holds a single array, expected a .npz archive")
+        with loaded as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise DatasetError(
+                    f"{path}: missing array {missing[0]!r} (expected keys {', '.join(NPZ_KEYS)};"
+                    f" found {', '.join(archive.files) or 'none'})"
+                )
+            return {key: archive[key] for key in NPZ_KEYS}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from exc
+
+
+def _features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim == 0 or x.dtype.kind not in "biuf":
+        raise DatasetError(
+            f"{path}: {key} must be a numeric array of rows, got {x.dtype} {x.shape}"
+        )
+    flat = x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))
+    if x.dtype.kind in "iu":
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise DatasetError(
+                f"{path}: {key} is {x.dtype} with values outside 0-255; integer images are "
+                "read as grey levels, store other data as floats"
+            )
+        return flat.astype(np.float32) / np.float32(255)
+    flat = flat.astype(np.float32)
+    if not np.isfinite(flat).all():
+        raise DatasetError(f"{path}: {key} contains NaN or infinite values")
+    return flat
+
+
+def _labels(path: Path, key: str, y: np.ndarray) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DatasetError(f"{path}: {key} must hold one class index per row, got shape {y.shape}")
+    if y.dtype.kind == "f" and np.array_equal(y, np.round(y)):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: {key} must hold integer class indices, got {y.dtype}")
+    if y.size and y.min() < 0:
+        raise DatasetError(f"{path}: {key} has negative labels")
+    return y.astype(np.int64)

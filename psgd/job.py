@@ -1,0 +1,179 @@
+"""``JobSpec``: every setting of a training job, checked once, the same in-process and networked."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from psgd.errors import ConfigError
+
+__all__ = [
+    "EXCHANGE_MODES",
+    "JobSpec",
+    "layer_codec_names",
+    "new_job_id",
+    "parse_param",
+]
+
+EXCHANGE_MODES = ("auto", "delta", "params")
+SYNC_NAMES = ("ssgd", "asgd")
+
+
+def new_job_id() -> str:
+    """A job id that sorts by start time: ``20261123-231500-3f9a``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` into a key and an int, float, bool or string value."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--param: expected key=value, got {text!r}")
+    raw = raw.strip()
+    for convert in (int, float):
+        try:
+            return key, convert(raw)
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    return key, raw
+
+
+def layer_codec_names(codec: str | dict[int, str], layer_count: int) -> list[str]:
+    """The codec name for each layer (trainable variable) of the model.
+
+    ``codec`` is one name for every layer (``plain.Plain``); or comma-separated items where
+    ``i=name`` sets layer ``i`` and a bare name sets the default
+    (``plain.Plain,4=dummy.DummyCodec``);
+    or exactly one bare name per layer, in order (Parallel-SGD's list form); or a dict
+    ``{layer_index: name}`` with an optional ``-1`` default entry.
+    """
+    if isinstance(codec, dict):
+        mapping = {int(k): str(v) for k, v in codec.items()}
+    else:
+        items = [item.strip() for item in str(codec).split(",") if item.strip()]
+        if not items:
+            raise ConfigError("--codec: no codec named")
+        bare = [item for item in items if "=" not in item]
+        mapping = {}
+        if len(bare) == layer_count and len(bare) > 1:
+            mapping.update(enumerate(bare))
+        elif len(bare) == 1:
+            mapping[-1] = bare[0]
+        elif bare:
+            raise ConfigError(
+                f"--codec: {len(bare)} bare names for {layer_count} layers; give one name, "
+                "one per layer, or use i=name items"
+            )
+        for item in items:
+            if "=" in item:
+                index, _, name = item.partition("=")
+                try:
+                    mapping[int(index)] = name.strip()
+                except ValueError:
+                    raise ConfigError(f"--codec: bad layer index in {item!r}") from None
+    for index in mapping:
+        if index != -1 and not 0 <= index < layer_count:
+            raise ConfigError(f"--codec: layer {index} out of range 0..{layer_count - 1}")
+    names = []
+    for layer in range(layer_count):
+        name = mapping.get(layer, mapping.get(-1))
+        if name is None:
+            raise ConfigError(f"--codec: no codec for layer {layer} and no default given")
+        names.append(name)
+    return names
+
+
+@dataclass
+class JobSpec:
+    """All settings of one training job (the command line options, one field each)."""
+
+    codec: Any = "plain.Plain"
+    ps_codec: str | None = None
+    node_count: int = 2
+    epochs: int = 2
+    batch_size: int = 64
+    learn_rate: float = 0.001
+    optimizer: str = "adam"
+    sync: str = "ssgd"
+    assignment: str = "iid"
+    redundancy: int = 1
+    dataset: str = "mnist"
+    partition: str = "iid"
+    model: list[int] = field(default_factory=lambda: [784, 128, 128, 10])
+    activation: str = "relu"
+    exchange: str = "auto"
+    seed: int = 0
+    timeout_s: float = 60.0
+    params: dict[str, Any] = field(default_factory=dict)
+    train_samples: int | None = None
+    test_samples: int | None = None
+    job_id: str = field(default_factory=new_job_id)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first invalid option."""
+        positive = {
+            "--node_count": self.node_count,
+            "--epochs": self.epochs,
+            "--batch_size": self.batch_size,
+            "--redundancy": self.redundancy,
+        }
+        for option, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{option}: must be a whole number >= 1, got {value!r}")
+        if not self.learn_rate > 0:
+            raise ConfigError(f"--learn_rate: must be > 0, got {self.learn_rate!r}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"--timeout: must be > 0 seconds, got {self.timeout_s!r}")
+        if self.sync not in SYNC_NAMES:
+            raise ConfigError(f"--sync: expected one of {SYNC_NAMES}, got {self.sync!r}")
+        if self.exchange not in EXCHANGE_MODES:
+            raise ConfigError(
+                f"--exchange: expected one of {EXCHANGE_MODES}, got {self.exchange!r}"
+            )
+        if len(self.model) < 2 or any(int(size) < 1 for size in self.model):
+            raise ConfigError(
+                f"--model: expected layer sizes like 784,128,128,10, got {self.model}"
+            )
+        for option, value in (
+            ("--train-samples", self.train_samples),
+            ("--test-samples", self.test_samples),
+        ):
+            if value is not None and value < 1:
+                raise ConfigError(f"{option}: must be >= 1, got {value}")
+
+    @property
+    def layer_count(self) -> int:
+        """Number of trainable variables (weights and bias of each dense layer)."""
+        return 2 * (len(self.model) - 1)
+
+    def codec_names(self) -> list[str]:
+        """The worker codec name of each layer."""
+        return layer_codec_names(self.codec, self.layer_count)
+
+    def ps_codec_names(self) -> list[str] | None:
+        """The parameter-server codec name of each layer, or None without a PS."""
+        if self.ps_codec is None:
+            return None
+        return layer_codec_names(self.ps_codec, self.layer_count)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (JSON and msgpack safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        """Build from ``to_dict`` output; unknown keys are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"job spec: unknown fields {unknown}")
+        return cls(**data)

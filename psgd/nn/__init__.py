@@ -1,0 +1,34 @@
+"""A small numpy MLP: layers, activations, losses, per-array optimizers and ``.npz`` models.
+
+>>> model = build_mlp([784, 128, 10], rng=np.random.default_rng(0))  # doctest: +SKIP
+>>> loss = model.loss_and_grads(x, y)                                 # fills var.grad
+>>> opts = [make_optimizer("adam", learning_rate=1e-3) for _ in model.variables]
+>>> for var, opt in zip(model.variables, opts):
+...     var.value -= opt.delta(var.grad)
+"""
+
+from psgd.nn.activations import ReLU, Sigmoid, Softmax, Tanh
+from psgd.nn.layers import Dense, Layer, Variable
+from psgd.nn.losses import MSE, Loss, SoftmaxCrossEntropy
+from psgd.nn.model import Sequential, build_mlp, load_model, save_model
+from psgd.nn.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+
+__all__ = [
+    "MSE",
+    "OPTIMIZERS",
+    "Dense",
+    "Layer",
+    "Loss",
+    "Optimizer",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+    "Variable",
+    "build_mlp",
+    "load_model",
+    "make_optimizer",
+    "save_model",
+]

@@ -1,0 +1,121 @@
+"""Losses: mean over the batch of a per-sample loss, with the gradient for the model output."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from psgd.errors import ConfigError
+
+
+class Loss:
+    """Base class of losses. ``value_and_grad`` is the training hot path."""
+
+    name: str = "loss"
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[int, ...], np.ndarray] = {}
+        self._rows: np.ndarray = np.arange(0)
+
+    def value_and_grad(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean loss over the batch and its gradient with respect to `pred`.
+
+        Parameters
+        ----------
+        pred : np.ndarray, shape (n, k)
+            Model output.
+        target : np.ndarray
+            Targets; the accepted shape depends on the loss.
+
+        Returns
+        -------
+        (float, np.ndarray of shape (n, k))
+            The gradient array is a buffer owned by the loss, overwritten by the next call.
+        """
+        raise NotImplementedError
+
+    def value(self, pred: np.ndarray, target: np.ndarray) -> float:
+        """Mean loss over the batch, ``(n, k), target -> float``."""
+        return self.value_and_grad(pred, target)[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def _buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        buf = self._buffers.get(shape)
+        if buf is None or buf.dtype != dtype:
+            if len(self._buffers) >= 8:
+                self._buffers.clear()
+            buf = self._buffers[shape] = np.empty(shape, dtype)
+        return buf
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax cross-entropy on logits with integer class labels.
+
+    ``loss = mean_i(logsumexp(z_i) - z_i[y_i])``, computed with the row maximum subtracted so it
+    never overflows; the gradient is ``(softmax(z) - onehot(y)) / n``.
+
+    `pred` is ``(n, k)`` logits, `target` ``(n,)`` integer labels in ``[0, k)``.
+    """
+
+    name = "softmax_cross_entropy"
+
+    def value_and_grad(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        n, k = pred.shape
+        if target.shape != (n,) or target.dtype.kind not in "iu":
+            raise ValueError(
+                f"SoftmaxCrossEntropy: expected ({n},) integer labels, "
+                f"got shape {target.shape} dtype {target.dtype}"
+            )
+        if n and (target.min() < 0 or target.max() >= k):
+            raise ValueError(
+                f"SoftmaxCrossEntropy: labels must be in [0, {k}), "
+                f"got values from {target.min()} to {target.max()}"
+            )
+        if self._rows.shape[0] != n:
+            self._rows = np.arange(n)
+        rows = self._rows
+        p = np.subtract(
+            pred, pred.max(axis=1, keepdims=True), out=self._buffer(pred.shape, pred.dtype)
+        )
+        picked = p[rows, target]
+        np.exp(p, out=p)
+        s = p.sum(axis=1, keepdims=True)
+        loss = float(np.log(s).sum() - picked.sum()) / max(n, 1)
+        # p / s / n in one pass over p: scale the (n, 1) row sums instead
+        np.divide(1.0 / max(n, 1), s, out=s)
+        p *= s
+        p[rows, target] -= 1.0 / max(n, 1)
+        return loss, p
+
+
+class MSE(Loss):
+    """Half squared error summed over outputs, averaged over the batch.
+
+    ``loss = (1/n) * sum_i 0.5 * ||pred_i - target_i||**2``; the gradient is
+    ``(pred - target) / n``. `target` has the shape of `pred`, ``(n, k)``.
+    """
+
+    name = "mse"
+
+    def value_and_grad(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        if target.shape != pred.shape:
+            raise ValueError(f"MSE: expected targets of shape {pred.shape}, got {target.shape}")
+        if target.dtype != pred.dtype:
+            target = target.astype(pred.dtype)
+        n = max(pred.shape[0], 1)
+        diff = np.subtract(pred, target, out=self._buffer(pred.shape, pred.dtype))
+        loss = 0.5 * float(np.vdot(diff, diff)) / n
+        diff *= 1.0 / n
+        return loss, diff
+
+
+LOSSES: dict[str, type[Loss]] = {"softmax_cross_entropy": SoftmaxCrossEntropy, "mse": MSE}
+
+
+def make_loss(name: str) -> Loss:
+    """A new loss from its `name` (``"softmax_cross_entropy"`` or ``"mse"``)."""
+    try:
+        return LOSSES[name]()
+    except KeyError:
+        raise ConfigError(f"unknown loss {name!r} (valid: {', '.join(LOSSES)})") from None

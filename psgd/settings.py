@@ -1,0 +1,159 @@
+"""``GlobalSettings``: what a codec knows of the cluster, and the block assignments.
+
+A job's training data is cut into blocks; each block is held by ``redundancy`` nodes.
+``iid`` gives a block to every combination of ``redundancy`` nodes (C(n, r) blocks);
+``duplicate`` lets every group of ``redundancy`` consecutive nodes share one block (n / r
+blocks). With redundancy 1 both give node i block i.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from psgd.errors import ConfigError
+
+__all__ = ["ASSIGNMENTS", "BlockAssignment", "GlobalSettings", "make_assignment"]
+
+
+class BlockAssignment:
+    """Which node holds which block.
+
+    Parameters
+    ----------
+    node_count:
+        Number of worker nodes (ids 0..node_count-1).
+    block_2_node:
+        For each block id, the list of nodes that hold it.
+    """
+
+    def __init__(self, node_count: int, block_2_node: list[list[int]]) -> None:
+        self.node_count = node_count
+        self.block_2_node = block_2_node
+        self.node_2_block: list[list[int]] = [[] for _ in range(node_count)]
+        for block_id, holders in enumerate(block_2_node):
+            for node in holders:
+                self.node_2_block[node].append(block_id)
+
+    @property
+    def block_count(self) -> int:
+        return len(self.block_2_node)
+
+
+def _iid(node_count: int, redundancy: int) -> BlockAssignment:
+    combos = itertools.combinations(range(node_count), redundancy)
+    return BlockAssignment(node_count, [list(c) for c in combos])
+
+
+def _duplicate(node_count: int, redundancy: int) -> BlockAssignment:
+    if node_count % redundancy:
+        raise ConfigError(
+            f"--assignment duplicate: node_count ({node_count}) must be a multiple of "
+            f"redundancy ({redundancy})"
+        )
+    groups = [list(range(g, g + redundancy)) for g in range(0, node_count, redundancy)]
+    return BlockAssignment(node_count, groups)
+
+
+ASSIGNMENTS = {"iid": _iid, "duplicate": _duplicate}
+
+
+def make_assignment(name: str, node_count: int, redundancy: int) -> BlockAssignment:
+    """Build the named block assignment, checking its arguments."""
+    if node_count < 1:
+        raise ConfigError(f"node_count must be >= 1, got {node_count}")
+    if not 1 <= redundancy <= node_count:
+        raise ConfigError(f"redundancy must be in 1..node_count ({node_count}), got {redundancy}")
+    try:
+        build = ASSIGNMENTS[name]
+    except KeyError:
+        raise ConfigError(
+            f"--assignment: unknown assignment {name!r}; expected one of {sorted(ASSIGNMENTS)}"
+        ) from None
+    return build(node_count, redundancy)
+
+
+class GlobalSettings:
+    """The cluster as a codec sees it (``GlobalSettings.get_default()``).
+
+    Attributes
+    ----------
+    node_count, nodes:
+        Number of workers and their ids ``[0, ..., node_count-1]``.
+    redundancy:
+        How many nodes hold each block.
+    block_count, blocks:
+        Number of blocks and their ids.
+    node_2_block, block_2_node:
+        ``node_2_block[node]`` lists the blocks a node holds; ``block_2_node[block]`` the
+        nodes that hold a block.
+    """
+
+    _default: GlobalSettings | None = None
+    _params: dict[str, Any] = {}
+    _lock = threading.Lock()
+
+    def __init__(
+        self,
+        node_count: int,
+        redundancy: int = 1,
+        assignment: str = "iid",
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.assignment_name = assignment
+        self.block_assignment = make_assignment(assignment, node_count, redundancy)
+        self.node_count = node_count
+        self.redundancy = redundancy
+        self.params: dict[str, Any] = dict(params or {})
+
+    @property
+    def nodes(self) -> list[int]:
+        return list(range(self.node_count))
+
+    @property
+    def block_count(self) -> int:
+        return self.block_assignment.block_count
+
+    @property
+    def blocks(self) -> list[int]:
+        return list(range(self.block_count))
+
+    @property
+    def node_2_block(self) -> list[list[int]]:
+        return self.block_assignment.node_2_block
+
+    @property
+    def block_2_node(self) -> list[list[int]]:
+        return self.block_assignment.block_2_node
+
+    def get_adversary(self, block_id: int) -> list[int]:
+        """The nodes that do not hold ``block_id``: whom to send that block to."""
+        holders = set(self.block_2_node[block_id])
+        return [node for node in range(self.node_count) if node not in holders]
+
+    def __repr__(self) -> str:
+        return (
+            f"GlobalSettings(node_count={self.node_count}, redundancy={self.redundancy}, "
+            f"assignment={self.assignment_name!r}, block_count={self.block_count})"
+        )
+
+    @classmethod
+    def set_default(cls, settings: GlobalSettings) -> None:
+        """Make ``settings`` the cluster every codec in this process sees."""
+        with cls._lock:
+            cls._default = settings
+            cls._params = settings.params
+
+    @classmethod
+    def get_default(cls) -> GlobalSettings:
+        """The current cluster's settings (set by the framework before codecs are built)."""
+        if cls._default is None:
+            raise ConfigError("GlobalSettings.get_default(): no job is running in this process")
+        return cls._default
+
+    @classmethod
+    def get_params(cls, key: str, default: Any = 0) -> Any:
+        """A job-level extra parameter (``--param key=value``), or ``default``."""
+        return cls._params.get(key, default)

@@ -1,0 +1,148 @@
+"""Run a whole job in this process: one thread per node, queues for the network.
+
+The nodes run the same ``Trainer`` the worker daemons run; only the channel differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psgd.channel import JobAborted
+from psgd.codec import Parameter_Server
+from psgd.errors import JobFailed
+from psgd.inprocess import InProcessNetwork
+from psgd.prepare import PreparedJob
+from psgd.settings import GlobalSettings
+from psgd.sync import CodecSet, serve
+from psgd.trainer import NodeReport, Trainer
+
+__all__ = ["SimulationResult", "simulate"]
+
+_log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SimulationResult:
+    """Reports of every worker, bytes the PS sent, timings, and the first failure if any."""
+
+    reports: list[NodeReport]
+    ps_bytes_sent: int
+    wall_s: float
+    error: str | None = None
+    models: dict[int, Any] = field(default_factory=dict)
+
+
+class _Countdown:
+    """Sets ``done`` when every worker has finished training (or failed)."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def finish_one(self) -> None:
+        with self.lock:
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.done.set()
+
+
+def simulate(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
+    """Train ``job`` with every node in this process; never raises for a node's failure.
+
+    A failing node aborts the others; ``SimulationResult.error`` holds the first failure.
+    """
+    emit = emit or (lambda event: None)
+    spec = job.spec
+    GlobalSettings.set_default(job.settings)
+    nodes = list(range(spec.node_count))
+    network = InProcessNetwork(nodes + ([Parameter_Server] if job.ps_classes else []))
+    countdown = _Countdown(len(nodes))
+    reports: dict[int, NodeReport] = {}
+    models: dict[int, Any] = {}
+    errors: list[str] = []
+
+    def fail(where: str, exc: BaseException) -> None:
+        if isinstance(exc, JobAborted):
+            return
+        message = f"{where}: {exc}"
+        errors.append(message)
+        _log.error("%s", message)
+        network.abort(message)
+        countdown.done.set()
+
+    def run_worker(node_id: int) -> None:
+        trainer = None
+        try:
+            trainer = Trainer(
+                node_id,
+                job.build_model(),
+                job.node_blocks(node_id),
+                (job.dataset.x_test, job.dataset.y_test),
+                job.codec_classes,
+                network.channel(node_id),
+                job.trainer_config,
+                emit,
+            )
+            trainer.train()
+            countdown.finish_one()
+            trainer.drain(countdown.done)
+        except BaseException as exc:
+            countdown.finish_one()
+            fail(f"node {node_id}", exc)
+        finally:
+            if trainer is not None:
+                try:
+                    reports[node_id] = trainer.close()
+                    models[node_id] = trainer.model
+                except BaseException as exc:
+                    fail(f"node {node_id}", exc)
+
+    ps_bytes = [0]
+
+    def run_server() -> None:
+        assert job.ps_classes is not None
+        channel = network.channel(Parameter_Server)
+        try:
+            codecs = CodecSet(Parameter_Server, job.ps_classes, channel)
+            try:
+                serve(codecs, countdown.done)
+            finally:
+                codecs.dispose()
+        except BaseException as exc:
+            fail("parameter server", exc)
+        ps_bytes[0] = channel.bytes_sent
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=run_worker, args=(n,), name=f"psgd-node-{n}") for n in nodes]
+    if job.ps_classes:
+        threads.append(threading.Thread(target=run_server, name="psgd-ps"))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    ordered = [reports[n] for n in nodes if n in reports]
+    error = errors[0] if errors else None
+    return SimulationResult(ordered, ps_bytes[0], wall, error, models)
+
+
+def run_and_raise(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
+    """``simulate`` that raises ``JobFailed`` when a node failed."""
+    result = simulate(job, emit)
+    if result.error:
+        raise JobFailed(result.error)
+    return result
+
+
+def out_dir_for(spec_job_id: str, out: Path | None) -> Path:
+    """``--out`` or the default ``runs/<job-id>/``."""
+    return out if out is not None else Path("runs") / spec_job_id

@@ -1,0 +1,274 @@
+"""The training loop one worker node runs, in-process or inside a worker daemon.
+
+Per batch the node computes, for each block it holds, the gradient on that block's next
+mini-batch and the optimizer's step; it hands each layer codec a ``BlockWeight`` per block
+(the step itself in ``delta`` mode, the stepped weights in ``params`` mode), lets the sync
+driver exchange, and applies each layer's merged result: ``w -= result`` for deltas,
+``w = result`` for parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from psgd.channel import Channel
+from psgd.codec import BlockWeight, Codec
+from psgd.nn import Sequential, make_optimizer
+from psgd.sync import CodecSet, make_driver, serve
+
+__all__ = ["BlockSampler", "NodeReport", "Trainer", "exchange_modes", "steps_per_epoch"]
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def exchange_modes(classes: Sequence[type[Codec]], requested: str) -> list[str]:
+    """What flows through each layer's codec: ``delta`` or ``params``.
+
+    ``requested`` "auto" takes each codec class's ``exchange`` attribute (default "delta").
+    """
+    if requested != "auto":
+        return [requested] * len(classes)
+    return [getattr(cls, "exchange", "delta") for cls in classes]
+
+
+def per_block_batch(batch_size: int, blocks_held: int) -> int:
+    """Samples per block per step: the node's batch split evenly over the blocks it holds."""
+    return max(1, batch_size // max(1, blocks_held))
+
+
+def steps_per_epoch(block_sizes: Sequence[int], block_batch: int) -> int:
+    """Steps in one epoch: enough for the largest block to be seen once."""
+    return max(1, math.ceil(max(block_sizes) / block_batch))
+
+
+class BlockSampler:
+    """Mini-batches of one block, reshuffled each pass, identical on every node holding it."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator) -> None:
+        self.x, self.y, self.batch, self.rng = x, y, batch, rng
+        self.order = rng.permutation(len(x))
+        self.position = 0
+        self._x_buffer = np.empty((batch, *x.shape[1:]), dtype=x.dtype)
+        self._y_buffer = np.empty((batch, *y.shape[1:]), dtype=y.dtype)
+
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch (views of reused buffers: valid until the next call)."""
+        end = self.position + self.batch
+        if end <= len(self.order):
+            index = self.order[self.position : end]
+            self.position = end
+        else:
+            head = self.order[self.position :]
+            self.order = self.rng.permutation(len(self.x))
+            self.position = self.batch - len(head)
+            index = np.concatenate([head, self.order[: self.position]])
+        np.take(self.x, index, axis=0, out=self._x_buffer)
+        np.take(self.y, index, axis=0, out=self._y_buffer)
+        return self._x_buffer, self._y_buffer
+
+
+@dataclass
+class NodeReport:
+    """What a node did: figures for the summary, rows for the CSV records."""
+
+    node_id: int
+    samples: int = 0
+    train_s: float = 0.0
+    batches: int = 0
+    retries: int = 0
+    bytes_sent: int = 0
+    packages_sent: int = 0
+    loss: float = float("nan")
+    accuracy: float = float("nan")
+    batch_rows: list[dict[str, Any]] = field(default_factory=list)
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_s if self.train_s > 0 else 0.0
+
+    def figures(self) -> dict[str, Any]:
+        """The per-node entry of ``summary.json``."""
+        return {
+            "node": self.node_id,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "samples": self.samples,
+            "train_s": round(self.train_s, 4),
+            "samples_per_s": round(self.samples_per_s, 1),
+            "batches": self.batches,
+            "bytes_sent": self.bytes_sent,
+            "packages_sent": self.packages_sent,
+            "retries": self.retries,
+        }
+
+
+@dataclass
+class TrainerConfig:
+    """The part of a job a node's training loop needs."""
+
+    epochs: int
+    batch_size: int
+    learn_rate: float
+    optimizer: str
+    sync: str
+    exchange: str
+    timeout_s: float
+    seed: int
+    steps_per_epoch: int
+    progress_every: int = 0
+
+
+class Trainer:
+    """One worker node's training loop, over any ``Channel``.
+
+    Parameters
+    ----------
+    node_id:
+        This worker's id.
+    model:
+        The node's model (already holding the job's initial weights).
+    blocks:
+        ``{block_id: (x, y)}``: the training data of every block this node holds.
+    test:
+        ``(x, y)`` evaluated after each epoch.
+    codec_classes:
+        One codec class per trainable variable of ``model``.
+    channel:
+        Where packages go and come from.
+    emit:
+        Receives progress events (dicts with a ``type`` key).
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        model: Sequential,
+        blocks: dict[int, tuple[np.ndarray, np.ndarray]],
+        test: tuple[np.ndarray, np.ndarray],
+        codec_classes: Sequence[type[Codec]],
+        channel: Channel,
+        config: TrainerConfig,
+        emit: Emit | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.model = model
+        self.variables = model.variables
+        self.test = test
+        self.config = config
+        self.emit = emit or (lambda event: None)
+        self.channel = channel
+        self.codecs = CodecSet(node_id, codec_classes, channel)
+        self.modes = exchange_modes(codec_classes, config.exchange)
+        self.driver = make_driver(config.sync, self.codecs, config.timeout_s)
+        batch = per_block_batch(config.batch_size, len(blocks))
+        self.block_ids = sorted(blocks)
+        self.samplers = {
+            b: BlockSampler(*blocks[b], batch, np.random.default_rng([config.seed, b]))
+            for b in self.block_ids
+        }
+        self.optimizers = [
+            {b: make_optimizer(config.optimizer, config.learn_rate) for b in self.block_ids}
+            for _ in self.variables
+        ]
+        self.report = NodeReport(node_id)
+
+    def train(self) -> NodeReport:
+        """Run every epoch; returns the node's report."""
+        for epoch in range(1, self.config.epochs + 1):
+            start = time.perf_counter()
+            for step in range(self.config.steps_per_epoch):
+                loss = self._step((epoch - 1) * self.config.steps_per_epoch + step)
+                self._record_batch(epoch, step, loss)
+            self.report.train_s += time.perf_counter() - start
+            self._evaluate(epoch)
+        return self.report
+
+    def _step(self, batch_no: int) -> float:
+        contents: list[list[BlockWeight]] = [[] for _ in self.variables]
+        loss = 0.0
+        for block_id in self.block_ids:
+            x, y = self.samplers[block_id].next()
+            loss += self.model.loss_and_grads(x, y)
+            self.report.samples += len(x)
+            for layer, variable in enumerate(self.variables):
+                delta = self.optimizers[layer][block_id].delta(variable.grad)
+                if self.modes[layer] == "params":
+                    np.subtract(variable.value, delta, out=delta)
+                contents[layer].append(BlockWeight(delta, block_id))
+        results = self.driver.exchange(batch_no, contents)
+        for layer, variable in enumerate(self.variables):
+            self._apply(layer, variable.value, results[layer], contents[layer])
+        return loss / len(self.block_ids)
+
+    def _apply(self, layer: int, value: np.ndarray, result: Any, own: list[BlockWeight]) -> None:
+        if self.modes[layer] == "delta":
+            if result is not None:
+                value -= result
+            return
+        if result is None:  # ASGD without a server reply yet: keep the local step
+            result = own[0].content if len(own) == 1 else np.mean([b.content for b in own], axis=0)
+        np.copyto(value, result, casting="same_kind")
+
+    def _record_batch(self, epoch: int, step: int, loss: float) -> None:
+        report = self.report
+        report.batches += 1
+        report.bytes_sent = self.channel.bytes_sent
+        report.batch_rows.append(
+            {
+                "epoch": epoch,
+                "batch": step,
+                "loss": round(loss, 6),
+                "bytes_sent": report.bytes_sent,
+                "time_s": round(report.train_s, 4),
+            }
+        )
+        every = self.config.progress_every
+        if every and (step + 1) % every == 0:
+            self.emit(
+                {
+                    "type": "progress",
+                    "node": self.node_id,
+                    "epoch": epoch,
+                    "batch": step + 1,
+                    "batches": self.config.steps_per_epoch,
+                    "loss": loss,
+                }
+            )
+
+    def _evaluate(self, epoch: int) -> None:
+        loss, accuracy = self.model.evaluate(*self.test)
+        self.report.loss, self.report.accuracy = float(loss), float(accuracy)
+        row = {
+            "epoch": epoch,
+            "test_loss": round(float(loss), 6),
+            "test_accuracy": round(float(accuracy), 6),
+            "train_s": round(self.report.train_s, 4),
+            "bytes_sent": self.channel.bytes_sent,
+        }
+        self.report.epoch_rows.append(row)
+        self.emit({"type": "epoch", "node": self.node_id, **row})
+
+    def drain(self, stop: Any) -> None:
+        """Keep feeding packages to the codecs until ``stop`` (an Event) is set."""
+        if self.driver.name == "ssgd":
+            serve(self.codecs, stop)
+        else:
+            stop.wait()
+
+    def close(self) -> NodeReport:
+        """Stop the driver, dispose the codecs, finish the report."""
+        try:
+            self.driver.close()
+        finally:
+            self.codecs.dispose()
+        self.report.retries = self.driver.retries
+        self.report.bytes_sent = self.channel.bytes_sent
+        self.report.packages_sent = self.codecs.packages_sent
+        return self.report

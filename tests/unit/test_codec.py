@@ -1,0 +1,124 @@
+"""The codec contract: names, semantics and return-value checks kept as Parallel-SGD has them."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from psgd import BlockWeight, Codec, GlobalSettings, Parameter_Server, netEncapsulation
+from psgd.codec import collect_packages
+from psgd.errors import CodecError
+
+
+class Echo(Codec):
+    def dispose(self):
+        pass
+
+    def update_blocks(self, block_weight):
+        return netEncapsulation(1, block_weight.content)
+
+    def receive_blocks(self, content):
+        self.set_result(content)
+
+
+def test_parallel_sgd_import_line_works():
+    from psgd import BlockWeight as B  # noqa: F401
+    from psgd import Codec as C  # noqa: F401
+    from psgd import GlobalSettings as G  # noqa: F401
+    from psgd import Parameter_Server as P  # noqa: F401
+    from psgd import netEncapsulation as N  # noqa: F401
+
+
+def test_parameter_server_is_negative_and_not_a_worker_id():
+    assert isinstance(Parameter_Server, int) and Parameter_Server < 0
+
+
+def test_codec_is_abstract():
+    with pytest.raises(TypeError):
+        Codec(0)
+
+
+def test_set_result_defaults_to_addition_and_get_result_clears():
+    codec = Echo(3)
+    assert codec.node_id == 3
+    assert not codec.is_done() and codec.get_result() is None
+    codec.set_result(np.ones(2))
+    assert codec.is_done()
+    codec.set_result(np.full(2, 2.0))
+    np.testing.assert_array_equal(codec.get_result(), [3.0, 3.0])
+    assert not codec.is_done() and codec.get_result() is None
+
+
+def test_set_result_custom_operation_gets_old_then_new():
+    codec = Echo(0)
+    codec.set_result([1])
+    codec.set_result([2], operation=lambda old, new: old + new + [9])
+    assert codec.get_result() == [1, 2, 9]
+
+
+def test_set_result_is_thread_safe():
+    codec = Echo(0)
+    threads = [
+        threading.Thread(target=lambda: [codec.set_result(1) for _ in range(2000)])
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codec.get_result() == 16000
+
+
+def test_save_yourself_defaults_to_none():
+    assert Echo(0).do_something_to_save_yourself() is None
+
+
+def test_net_encapsulation_targets_and_content():
+    assert netEncapsulation(2, "x").target() == [2]
+    assert sorted(netEncapsulation({1, 2}, "x").target()) == [1, 2]
+    assert netEncapsulation((0, Parameter_Server), "x").target() == [0, Parameter_Server]
+    assert netEncapsulation(np.int64(4), "x").target() == [4]
+    assert netEncapsulation([1], {"a": 1}).content == {"a": 1}
+
+
+def test_net_encapsulation_is_generic():
+    annotation = netEncapsulation[tuple[int, np.ndarray]]
+    assert annotation is not None
+
+
+@pytest.mark.parametrize("bad", ["0", 1.5, [1, "2"], None, True])
+def test_net_encapsulation_rejects_bad_targets(bad):
+    with pytest.raises(CodecError, match="target"):
+        netEncapsulation(bad, 1)
+
+
+def test_block_weight_fields():
+    bw = BlockWeight(np.zeros(3), 5)
+    assert bw.block_id == 5 and bw.content.shape == (3,)
+
+
+def test_collect_packages_accepts_none_one_iterables_and_generators():
+    codec = Echo(0)
+    pkg = netEncapsulation(1, 0)
+    assert collect_packages(codec, "update_blocks", None) == []
+    assert collect_packages(codec, "update_blocks", pkg) == [pkg]
+    assert collect_packages(codec, "update_blocks", [pkg, pkg]) == [pkg, pkg]
+    assert collect_packages(codec, "update_blocks", (p for p in [pkg])) == [pkg]
+
+
+@pytest.mark.parametrize("bad", [1, "text", {"a": 1}, [netEncapsulation(1, 0), 3]])
+def test_collect_packages_names_class_method_and_type(bad):
+    with pytest.raises(CodecError) as info:
+        collect_packages(Echo(0), "receive_blocks", bad)
+    message = str(info.value)
+    assert "Echo.receive_blocks" in message
+    assert type(bad).__name__ in message or "int" in message
+
+
+def test_global_settings_get_params_defaults_to_zero():
+    GlobalSettings.set_default(GlobalSettings(2, params={"local_steps": 5}))
+    assert GlobalSettings.get_params("local_steps") == 5
+    assert GlobalSettings.get_params("missing") == 0
+    assert GlobalSettings.get_params("missing", 7) == 7

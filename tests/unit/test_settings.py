@@ -1,0 +1,60 @@
+"""Block assignments and what GlobalSettings tells a codec."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import pytest
+
+from psgd import GlobalSettings
+from psgd.errors import ConfigError
+
+
+def test_iid_gives_a_block_to_every_combination_of_redundancy_nodes():
+    settings = GlobalSettings(4, redundancy=2, assignment="iid")
+    assert settings.block_count == 6
+    assert sorted(tuple(h) for h in settings.block_2_node) == list(combinations(range(4), 2))
+    for node in settings.nodes:
+        assert len(settings.node_2_block[node]) == 3
+        for block in settings.node_2_block[node]:
+            assert node in settings.block_2_node[block]
+
+
+def test_duplicate_lets_groups_of_redundancy_nodes_share_a_block():
+    settings = GlobalSettings(6, redundancy=3, assignment="duplicate")
+    assert settings.block_count == 2
+    assert settings.block_2_node == [[0, 1, 2], [3, 4, 5]]
+    assert settings.node_2_block[4] == [1]
+
+
+def test_redundancy_one_gives_node_i_block_i():
+    for name in ("iid", "duplicate"):
+        settings = GlobalSettings(3, 1, name)
+        assert settings.node_2_block == [[0], [1], [2]]
+        assert settings.blocks == [0, 1, 2]
+
+
+def test_get_adversary_lists_nodes_without_the_block():
+    settings = GlobalSettings(4, redundancy=2)
+    for block in settings.blocks:
+        adversary = settings.get_adversary(block)
+        assert sorted(adversary + settings.block_2_node[block]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "redundancy", "assignment", "match"),
+    [
+        (0, 1, "iid", "node_count"),
+        (3, 4, "iid", "redundancy"),
+        (5, 2, "duplicate", "multiple"),
+        (3, 1, "ring", "unknown assignment"),
+    ],
+)
+def test_bad_assignments_are_clear_errors(nodes, redundancy, assignment, match):
+    with pytest.raises(ConfigError, match=match):
+        GlobalSettings(nodes, redundancy, assignment)
+
+
+def test_get_default_without_a_job_is_a_clear_error():
+    with pytest.raises(ConfigError, match="no job"):
+        GlobalSettings.get_default()
