@@ -112,7 +112,7 @@ class _Cluster:
         except Exception as exc:
             raise CheckFailed(
                 f"{where} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-            )
+            ) from None
         for package in packages:
             for target in package.target():
                 if target not in self.codecs:
@@ -161,7 +161,9 @@ def _compare(codec: Codec, result: Any, blocks: dict[int, np.ndarray]) -> str:
     try:
         reference = hook(blocks)
     except Exception as exc:
-        raise CheckFailed(f"{type(codec).__name__}.expected raised {type(exc).__name__}: {exc}")
+        raise CheckFailed(
+            f"{type(codec).__name__}.expected raised {type(exc).__name__}: {exc}"
+        ) from None
     if reference is None:
         return "-"
     try:

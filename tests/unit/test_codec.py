@@ -24,11 +24,10 @@ class Echo(Codec):
 
 
 def test_parallel_sgd_import_line_works():
-    from psgd import BlockWeight as B  # noqa: F401
-    from psgd import Codec as C  # noqa: F401
-    from psgd import GlobalSettings as G  # noqa: F401
-    from psgd import Parameter_Server as P  # noqa: F401
-    from psgd import netEncapsulation as N  # noqa: F401
+    import psgd
+
+    for name in ("Codec", "netEncapsulation", "BlockWeight", "GlobalSettings", "Parameter_Server"):
+        assert hasattr(psgd, name)
 
 
 def test_parameter_server_is_negative_and_not_a_worker_id():
@@ -84,7 +83,7 @@ def test_net_encapsulation_targets_and_content():
 
 
 def test_net_encapsulation_is_generic():
-    annotation = netEncapsulation[tuple[int, np.ndarray]]
+    annotation = netEncapsulation[Tuple[int, np.ndarray]]  # noqa: UP006
     assert annotation is not None
 
 
