@@ -355,8 +355,7 @@ def decode(frames: Sequence[Buffer], limits: Limits = DEFAULT_LIMITS) -> tuple[d
         raise MalformedMessage("message has no frames")
     if count > limits.max_frames:
         raise MalformedMessage(f"message has {count} frames, max_frames={limits.max_frames}")
-    views = [_byte_view(frame, index) for index, frame in enumerate(frames)]
-    total = sum(view.nbytes for view in views)
+    views, total = _byte_views(frames)
     if total > limits.max_message_bytes:
         raise MalformedMessage(
             f"message is {total} bytes, max_message_bytes={limits.max_message_bytes}"
@@ -393,14 +392,20 @@ def decode(frames: Sequence[Buffer], limits: Limits = DEFAULT_LIMITS) -> tuple[d
     return message, body
 
 
-def _byte_view(frame: Buffer, index: int) -> memoryview:
-    try:
-        view = memoryview(frame)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B") if view.nbytes else memoryview(b"")
-    except Exception as exc:
-        raise MalformedMessage(f"frame {index} is not a contiguous buffer: {exc}") from None
-    return view
+def _byte_views(frames: Sequence[Buffer]) -> tuple[list[memoryview], int]:
+    """Flat byte views of the frames (what the length checks and np.frombuffer need), total."""
+    views = []
+    total = 0
+    for index, frame in enumerate(frames):
+        try:
+            view = memoryview(frame)
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B") if view.nbytes else memoryview(b"")
+        except Exception as exc:
+            raise MalformedMessage(f"frame {index} is not a contiguous buffer: {exc}") from None
+        views.append(view)
+        total += view.nbytes
+    return views, total
 
 
 def _check_tree(obj: Any, depth: int, max_depth: int, arrays: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Tuple  # noqa: UP035
 
 import numpy as np
 import pytest
