@@ -166,11 +166,12 @@ def main() -> None:
         "tuned": tuned_step(fresh_params(), args.batch),
     }
     results: dict[str, list[float]] = {name: [] for name in steps}
-    for name, step in steps.items():  # warm-up: buffers, optimizer state, page faults
+    for step in steps.values():  # warm-up: buffers, optimizer state, page faults
         samples_per_s(step, xs, ys, 20)
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            results[name].append(samples_per_s(step, xs, ys, args.steps))
+    names = list(steps)
+    for r in range(args.repeats):
+        for name in names[r % 3 :] + names[: r % 3]:  # rotate the order: no position bias
+            results[name].append(samples_per_s(steps[name], xs, ys, args.steps))
     med = {name: float(np.median(r)) for name, r in results.items()}
     threads = os.environ.get("OPENBLAS_NUM_THREADS")
     print(f"MLP {SIZES}, batch {args.batch}, float32, Adam, OPENBLAS_NUM_THREADS={threads}")

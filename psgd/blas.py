@@ -1,18 +1,36 @@
-"""Keep BLAS from oversubscribing the cores: one BLAS thread per node by default.
+"""Keep BLAS from oversubscribing the cores: one BLAS thread per busy node thread.
 
-Must run before numpy is imported to take effect (the entry points call it first).
+Several nodes on one host (threads in-process, or daemons) each running a multi-threaded BLAS
+collapse throughput by up to 30x (see PERF.md). The entry points set the environment before
+numpy loads; ``blas_threads`` changes the limit at run time through threadpoolctl.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["BLAS_ENV_VARS", "limit_blas_threads"]
+__all__ = ["BLAS_ENV_VARS", "blas_threads", "limit_blas_threads", "threads_per_node"]
 
 BLAS_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def limit_blas_threads(threads: int = 1) -> None:
-    """Set the BLAS thread count for this process unless the user already chose one."""
+    """Set the BLAS thread count for this process (before numpy loads) unless already set."""
     for name in BLAS_ENV_VARS:
         os.environ.setdefault(name, str(threads))
+
+
+def threads_per_node(busy_nodes: int) -> int:
+    """BLAS threads each of ``busy_nodes`` concurrent nodes on this host may use."""
+    return max(1, (os.cpu_count() or 1) // max(1, busy_nodes))
+
+
+@contextmanager
+def blas_threads(threads: int) -> Iterator[None]:
+    """Limit BLAS to ``threads`` threads inside the block (process-wide)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield

@@ -10,12 +10,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from psgd.blas import blas_threads, threads_per_node
 from psgd.channel import JobAborted
 from psgd.codec import Parameter_Server
-from psgd.errors import JobFailed
 from psgd.inprocess import InProcessNetwork
 from psgd.prepare import PreparedJob
 from psgd.settings import GlobalSettings
@@ -121,28 +120,23 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
             fail("parameter server", exc)
         ps_bytes[0] = channel.bytes_sent
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=run_worker, args=(n,), name=f"psgd-node-{n}") for n in nodes]
-    if job.ps_classes:
-        threads.append(threading.Thread(target=run_server, name="psgd-ps"))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    busy = len(nodes) + (1 if job.ps_classes else 0)
+    with blas_threads(threads_per_node(busy)):
+        wall = _run_threads(nodes, run_worker, run_server if job.ps_classes else None)
     ordered = [reports[n] for n in nodes if n in reports]
     error = errors[0] if errors else None
     return SimulationResult(ordered, ps_bytes[0], wall, error, models)
 
 
-def run_and_raise(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
-    """``simulate`` that raises ``JobFailed`` when a node failed."""
-    result = simulate(job, emit)
-    if result.error:
-        raise JobFailed(result.error)
-    return result
-
-
-def out_dir_for(spec_job_id: str, out: Path | None) -> Path:
-    """``--out`` or the default ``runs/<job-id>/``."""
-    return out if out is not None else Path("runs") / spec_job_id
+def _run_threads(
+    nodes: list[int], run_worker: Callable[[int], None], run_server: Callable[[], None] | None
+) -> float:
+    start = time.perf_counter()
+    threads = [threading.Thread(target=run_worker, args=(n,), name=f"psgd-node-{n}") for n in nodes]
+    if run_server is not None:
+        threads.append(threading.Thread(target=run_server, name="psgd-ps"))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start

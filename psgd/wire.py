@@ -54,6 +54,7 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
     )
 )  # fmt: skip
 _DTYPES = {s: np.dtype(s) for s in ALLOWED_DTYPES}
+_NAMES = {dtype: s for s, dtype in _DTYPES.items()}  # '=f4' finds '<f4' on little-endian hosts
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ _MAX_NDIM = 64  # numpy 2's NPY_MAXDIMS
 _INT_MIN, _INT_END = -(1 << 63), 1 << 64  # the integers msgpack can carry
 _LEAVES = frozenset({str, float, bool, type(None), bytes})  # sent as they are
 _DECODED_LEAVES = _LEAVES | {int}
+_MISSING = object()
 
 
 # --------------------------------------------------------------------------- encode
@@ -127,7 +129,7 @@ class _Encoder:
         if kind is bytearray:
             return bytes(obj)
         if isinstance(obj, np.generic):
-            raw = _little_endian(np.asarray(obj))
+            raw = _little_endian(np.asarray(obj), "numpy scalar")
             return (_SCALAR_EXT, raw.dtype.str, raw.tobytes())
         raise _Unsendable(f"cannot send {kind}")
 
@@ -160,23 +162,23 @@ class _Encoder:
             raise _Unsendable(
                 f"array of {size} elements, max_array_elements={self.limits.max_array_elements}"
             )
-        name = array.dtype.str
-        if name not in ALLOWED_DTYPES or not array.flags.c_contiguous:
-            array = _little_endian(array)
-            name = array.dtype.str
-        self.frames.append(memoryview(array).cast("B") if size else b"")
+        name = _NAMES.get(array.dtype)
+        if name is None or not array.flags.c_contiguous:
+            array = _little_endian(array, "array")
+            name = _NAMES[array.dtype]
+        self.frames.append(array.data.cast("B") if size else b"")
         self.nbytes += array.nbytes
         return [_ARRAY_EXT, name, len(self.frames) - 1, *array.shape]
 
 
-def _little_endian(array: np.ndarray) -> np.ndarray:
+def _little_endian(array: np.ndarray, what: str) -> np.ndarray:
     """``array`` as C-contiguous little-endian data of an allowed dtype, copied only if not."""
     dtype = array.dtype
     if dtype.byteorder == ">":
         dtype = dtype.newbyteorder("<")
     if dtype.str not in ALLOWED_DTYPES:
         raise _Unsendable(
-            f"cannot send array of dtype {array.dtype} "
+            f"cannot send {what} of dtype {array.dtype} "
             "(allowed: bool, int8-64, uint8-64, float16-64, complex64/128)"
         )
     if dtype is not array.dtype:
@@ -260,7 +262,7 @@ class _Decoder:
 
     def __init__(self, views: list[memoryview], limits: Limits) -> None:
         self.views = views
-        self.limits = limits
+        self.most = limits.max_array_elements
         self.used = bytearray(len(views))
         self.refs = 0
 
@@ -278,27 +280,30 @@ class _Decoder:
             return tuple(items[1:])
         if head is _ARRAY:
             return self._array(items)
-        if len(items) != 3 or type(items[2]) is not bytes:
-            raise MalformedMessage("numpy scalar is not [tag, dtype, bytes]")
-        dtype = _allowed_dtype(items[1])
+        dtype = _DTYPES.get(items[1]) if len(items) == 3 and type(items[1]) is str else None
+        if dtype is None or type(items[2]) is not bytes:
+            raise MalformedMessage(f"numpy scalar {items[1:]!r:.60} is not [allowed dtype, bytes]")
         if len(items[2]) != dtype.itemsize:
             raise MalformedMessage(f"numpy scalar {items[1]} has {len(items[2])} bytes")
         return np.frombuffer(items[2], dtype)[0]
 
     def _array(self, items: list[Any]) -> np.ndarray:
-        if len(items) < 3:
+        if not 3 <= len(items) <= 3 + _MAX_NDIM:
             raise MalformedMessage("array reference is not [tag, dtype, frame, *shape]")
-        dtype = _allowed_dtype(items[1])
-        index, shape, most = items[2], items[3:], self.limits.max_array_elements
-        if len(shape) > _MAX_NDIM:
-            raise MalformedMessage(f"array of {len(shape)} dimensions")
+        _, name, index, *shape = items
+        dtype = _DTYPES.get(name) if type(name) is str else None
+        if dtype is None:
+            raise MalformedMessage(f"dtype {name!r:.40} is not allowed")
+        most = self.most
         count = 1
         for n in shape:
             if type(n) is not int or not 0 <= n <= most:
-                raise MalformedMessage(f"array shape {shape!r:.60} is invalid")
+                raise MalformedMessage(
+                    f"array shape {shape!r:.60}: dims must be ints in 0..max_array_elements={most}"
+                )
             count *= n
         if count > most:
-            raise MalformedMessage(f"array of {count} elements, max_array_elements={most}")
+            raise MalformedMessage(f"array shape {shape!r:.60} exceeds max_array_elements={most}")
         if type(index) is not int or not 0 < index < len(self.views):
             raise MalformedMessage(
                 f"array in frame {index!r:.20}, message has {len(self.views)} frames"
@@ -311,17 +316,9 @@ class _Decoder:
         if view.nbytes != count * dtype.itemsize:
             raise MalformedMessage(
                 f"frame {index} has {view.nbytes} bytes, "
-                f"array {items[1]}{tuple(shape)} needs {count * dtype.itemsize}"
+                f"array {name}{tuple(shape)} needs {count * dtype.itemsize}"
             )
-        array = np.frombuffer(view, dtype)
-        return array if len(shape) == 1 else array.reshape(shape)
-
-
-def _allowed_dtype(name: Any) -> np.dtype:
-    dtype = _DTYPES.get(name) if type(name) is str else None
-    if dtype is None:
-        raise MalformedMessage(f"dtype {name!r:.40} is not allowed")
-    return dtype
+        return np.ndarray(shape, dtype, view)  # a view: read-only if the frame is
 
 
 def decode(frames: Sequence[Buffer], limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], Any]:
@@ -378,14 +375,17 @@ def decode(frames: Sequence[Buffer], limits: Limits = DEFAULT_LIMITS) -> tuple[d
         raise MalformedMessage(f"header is a {type(message).__name__}, expected a map")
     if decoder.refs != count - 1:
         raise MalformedMessage(f"{count - 1 - decoder.refs} of {count - 1} frames not referenced")
-    body = message.pop(BODY_KEY, _Tag)
-    if body is _Tag:
+    body = message.pop(BODY_KEY, _MISSING)
+    if body is _MISSING:
         raise MalformedMessage(f"header has no {BODY_KEY!r}")
-    for key, value in message.items():
-        if type(key) is not str or type(value) not in _DECODED_LEAVES:
-            _check_tree(key, 0, limits.max_depth, arrays=False)
-            _check_tree(value, 0, limits.max_depth, arrays=False)
-    _check_tree(body, 0, limits.max_depth, arrays=True)
+    try:
+        for key, value in message.items():
+            if type(key) is not str or type(value) not in _DECODED_LEAVES:
+                _check_tree(key, 0, limits.max_depth, arrays=False)
+                _check_tree(value, 0, limits.max_depth, arrays=False)
+        _check_tree(body, 0, limits.max_depth, arrays=True)
+    except RecursionError:  # only with a max_depth near Python's recursion limit
+        raise MalformedMessage("nested too deep to check") from None
     version = message.pop(VERSION_KEY, None)
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise MalformedMessage(f"protocol version {version!r:.20}, expected {PROTOCOL_VERSION}")
@@ -393,13 +393,13 @@ def decode(frames: Sequence[Buffer], limits: Limits = DEFAULT_LIMITS) -> tuple[d
 
 
 def _byte_views(frames: Sequence[Buffer]) -> tuple[list[memoryview], int]:
-    """Flat byte views of the frames (what the length checks and np.frombuffer need), total."""
+    """Flat byte views of the frames (for the length checks and np.ndarray), and their total."""
     views = []
     total = 0
     for index, frame in enumerate(frames):
         try:
             view = memoryview(frame)
-            if view.format != "B" or view.ndim != 1:
+            if view.format != "B" or view.ndim != 1 or not view.c_contiguous:
                 view = view.cast("B") if view.nbytes else memoryview(b"")
         except Exception as exc:
             raise MalformedMessage(f"frame {index} is not a contiguous buffer: {exc}") from None

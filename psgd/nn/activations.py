@@ -21,12 +21,15 @@ class ReLU(Layer):
         self._y: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        y = self._y = np.maximum(x, 0, out=self._buffer("y", x.shape, x.dtype))
+        # an array of zeros, not the scalar 0: numpy's broadcast-scalar loop is ~3x slower here
+        zeros = self._buffer("zeros", x.shape, x.dtype, fill=0.0)
+        y = self._y = np.maximum(x, zeros, out=self._buffer("y", x.shape, x.dtype))
         return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         y = _saved(self, self._y)
-        mask = np.greater(y, 0, out=self._buffer("mask", y.shape, np.dtype(bool)))
+        zeros = self._buffer("zeros", y.shape, y.dtype, fill=0.0)
+        mask = np.greater(y, zeros, out=self._buffer("mask", y.shape, np.dtype(bool)))
         return np.multiply(grad_out, mask, out=grad_out)
 
 

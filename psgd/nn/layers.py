@@ -19,6 +19,27 @@ INITS = ("he", "glorot")
 _MAX_BUFFERS = 16  # a few batch shapes (train, eval, a last partial batch) per layer
 
 
+class Buffers:
+    """Scratch arrays cached by ``(tag, shape, dtype)``, reused while the batch shape repeats."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], np.ndarray] = {}
+
+    def get(
+        self, tag: str, shape: tuple[int, ...], dtype: np.dtype, fill: float | None = None
+    ) -> np.ndarray:
+        """An array of `shape` and `dtype` for `tag`, filled with `fill` when first created
+        (uninitialised if `fill` is None)."""
+        key = (tag, shape, dtype)
+        buf = self._cache.get(key)
+        if buf is None:
+            if len(self._cache) >= _MAX_BUFFERS:
+                self._cache.clear()
+            buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+            self._cache[key] = buf
+        return buf
+
+
 class Variable:
     """One trainable array and its gradient.
 
@@ -53,7 +74,7 @@ class Layer:
     name: str = "layer"
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[Any, ...], np.ndarray] = {}
+        self._buffers = Buffers()
 
     @property
     def variables(self) -> list[Variable]:
@@ -90,14 +111,10 @@ class Layer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def _buffer(self, tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        key = (tag, shape, dtype)
-        buf = self._buffers.get(key)
-        if buf is None:
-            if len(self._buffers) >= _MAX_BUFFERS:
-                self._buffers.clear()
-            buf = self._buffers[key] = np.empty(shape, dtype)
-        return buf
+    def _buffer(
+        self, tag: str, shape: tuple[int, ...], dtype: np.dtype, fill: float | None = None
+    ) -> np.ndarray:
+        return self._buffers.get(tag, shape, dtype, fill)
 
 
 class Dense(Layer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from psgd.errors import ConfigError
+from psgd.nn.layers import Buffers
 
 
 class Loss:
@@ -13,7 +14,7 @@ class Loss:
     name: str = "loss"
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[int, ...], np.ndarray] = {}
+        self._buffers = Buffers()
         self._rows: np.ndarray = np.arange(0)
 
     def value_and_grad(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
@@ -40,14 +41,6 @@ class Loss:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    def _buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        buf = self._buffers.get(shape)
-        if buf is None or buf.dtype != dtype:
-            if len(self._buffers) >= 8:
-                self._buffers.clear()
-            buf = self._buffers[shape] = np.empty(shape, dtype)
-        return buf
-
 
 class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy on logits with integer class labels.
@@ -67,25 +60,29 @@ class SoftmaxCrossEntropy(Loss):
                 f"SoftmaxCrossEntropy: expected ({n},) integer labels, "
                 f"got shape {target.shape} dtype {target.dtype}"
             )
-        if n and (target.min() < 0 or target.max() >= k):
+        # one reduction catches both ends: negative labels are huge once read as unsigned
+        if n and target.view(f"u{target.itemsize}").max() >= k:
             raise ValueError(
                 f"SoftmaxCrossEntropy: labels must be in [0, {k}), "
                 f"got values from {target.min()} to {target.max()}"
             )
         if self._rows.shape[0] != n:
             self._rows = np.arange(n)
-        rows = self._rows
+        rows, inv_n = self._rows, 1.0 / max(n, 1)
+        # numpy reduces slowly along a short contiguous axis: take row maxima of a transposed
+        # copy and row sums with a matrix-vector product instead
+        zt = self._buffers.get("zt", (k, n), pred.dtype)
+        np.copyto(zt, pred.T)
         p = np.subtract(
-            pred, pred.max(axis=1, keepdims=True), out=self._buffer(pred.shape, pred.dtype)
+            pred, zt.max(axis=0)[:, None], out=self._buffers.get("p", (n, k), pred.dtype)
         )
         picked = p[rows, target]
         np.exp(p, out=p)
-        s = p.sum(axis=1, keepdims=True)
-        loss = float(np.log(s).sum() - picked.sum()) / max(n, 1)
-        # p / s / n in one pass over p: scale the (n, 1) row sums instead
-        np.divide(1.0 / max(n, 1), s, out=s)
-        p *= s
-        p[rows, target] -= 1.0 / max(n, 1)
+        s = np.dot(p, self._buffers.get("ones", (k,), pred.dtype, fill=1.0))
+        loss = float(np.log(s).sum() - picked.sum()) * inv_n
+        np.divide(inv_n, s, out=s)  # p * (1 / (n * s)): one pass over p does both scalings
+        p *= s[:, None]
+        p[rows, target] -= inv_n
         return loss, p
 
 
@@ -104,7 +101,7 @@ class MSE(Loss):
         if target.dtype != pred.dtype:
             target = target.astype(pred.dtype)
         n = max(pred.shape[0], 1)
-        diff = np.subtract(pred, target, out=self._buffer(pred.shape, pred.dtype))
+        diff = np.subtract(pred, target, out=self._buffers.get("diff", pred.shape, pred.dtype))
         loss = 0.5 * float(np.vdot(diff, diff)) / n
         diff *= 1.0 / n
         return loss, diff

@@ -51,21 +51,7 @@ class Sequential:
     def __init__(self, layers: Sequence[Layer], loss: Loss | None = None) -> None:
         self.layers = list(layers)
         self.loss = SoftmaxCrossEntropy() if loss is None else loss
-        for layer in self.layers:
-            if not isinstance(layer, Layer):
-                raise ModelError(f"Sequential: expected Layer instances, got {layer!r}")
-        if len({id(layer) for layer in self.layers}) != len(self.layers):
-            raise ModelError("Sequential: the same layer instance appears twice")
-        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
-        if not dense:
-            raise ModelError("Sequential: needs at least one Dense layer")
-        for a, b in pairwise(dense):
-            if a.n_out != b.n_in:
-                raise ModelError(
-                    f"Sequential: {a!r} outputs {a.n_out} values but {b!r} takes {b.n_in}"
-                )
-        if len({d.dtype for d in dense}) > 1:
-            raise ModelError(f"Sequential: Dense layers mix dtypes {[d.dtype.name for d in dense]}")
+        dense = _check_layers(self.layers)
         for i, d in enumerate(dense):
             d.rename(f"dense{i}")
         self.dtype: np.dtype = dense[0].dtype
@@ -179,6 +165,24 @@ class Sequential:
         for layer in self.layers:
             x = layer.forward(x)
         return x
+
+
+def _check_layers(layers: list[Layer]) -> list[Dense]:
+    """The Dense layers of `layers`, after checking that they form a valid stack."""
+    for layer in layers:
+        if not isinstance(layer, Layer):
+            raise ModelError(f"Sequential: expected Layer instances, got {layer!r}")
+    if len({id(layer) for layer in layers}) != len(layers):
+        raise ModelError("Sequential: the same layer instance appears twice")
+    dense = [layer for layer in layers if isinstance(layer, Dense)]
+    if not dense:
+        raise ModelError("Sequential: needs at least one Dense layer")
+    for a, b in pairwise(dense):
+        if a.n_out != b.n_in:
+            raise ModelError(f"Sequential: {a!r} outputs {a.n_out} values but {b!r} takes {b.n_in}")
+    if len({d.dtype for d in dense}) > 1:
+        raise ModelError(f"Sequential: Dense layers mix dtypes {[d.dtype.name for d in dense]}")
+    return dense
 
 
 def build_mlp(
@@ -329,7 +333,7 @@ def _model_from_spec(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Seq
     layers: list[Layer] = []
     for s in layer_specs:
         kind = s.get("type") if isinstance(s, dict) else None
-        if kind not in LAYERS:
+        if not isinstance(kind, str) or kind not in LAYERS:
             raise ModelError(f"architecture: unknown layer {s!r} (known: {', '.join(LAYERS)})")
         if kind == "dense":
             n_dense = sum(isinstance(layer, Dense) for layer in layers)
