@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["BLAS_ENV_VARS", "blas_threads", "limit_blas_threads", "threads_per_node"]
+__all__ = ["BLAS_ENV_VARS", "blas_threads", "limit_blas_threads"]
 
 BLAS_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -20,11 +20,6 @@ def limit_blas_threads(threads: int = 1) -> None:
     """Set the BLAS thread count for this process (before numpy loads) unless already set."""
     for name in BLAS_ENV_VARS:
         os.environ.setdefault(name, str(threads))
-
-
-def threads_per_node(busy_nodes: int) -> int:
-    """BLAS threads each of ``busy_nodes`` concurrent nodes on this host may use."""
-    return max(1, (os.cpu_count() or 1) // max(1, busy_nodes))
 
 
 @contextmanager

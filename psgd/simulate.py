@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from psgd.blas import blas_threads, threads_per_node
+from psgd.blas import blas_threads
 from psgd.channel import JobAborted
 from psgd.codec import Parameter_Server
 from psgd.inprocess import InProcessNetwork
@@ -120,8 +120,8 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
             fail("parameter server", exc)
         ps_bytes[0] = channel.bytes_sent
 
-    busy = len(nodes) + (1 if job.ps_classes else 0)
-    with blas_threads(threads_per_node(busy)):
+    # One BLAS thread per node: at batch sizes like 64, more threads only contend (PERF.md).
+    with blas_threads(1):
         wall = _run_threads(nodes, run_worker, run_server if job.ps_classes else None)
     ordered = [reports[n] for n in nodes if n in reports]
     error = errors[0] if errors else None

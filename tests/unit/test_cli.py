@@ -1,0 +1,92 @@
+"""job_submit.py as a user meets it: --help, clear option errors, the run folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from psgd.cli import submit
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = ["--simulate", "-q", "--train-samples", "2000", "--test-samples", "500", "--epochs", "1"]
+
+
+def test_help_explains_every_option():
+    result = CliRunner().invoke(submit, ["--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--codec", "--ps-codec", "--node_count", "--epochs", "--batch_size", "--learn_rate",
+        "--optimizer", "--sync", "--assignment", "--redundancy", "--dataset", "--seed", "--out",
+        "--param", "--simulate", "--timeout", "--exchange", "--partition", "--model",
+    ):  # fmt: skip
+        assert option in result.output, option
+
+
+def test_simulated_run_writes_summary_and_records(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(submit, [*QUICK, "--out", str(out), "--param", "x=1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("accuracy", "loss", "epochs", "samples_per_s", "wall_s", "bytes_sent"):
+        assert key in summary
+    assert summary["status"] == "completed" and summary["epochs"] == 1
+    assert set(summary["bytes_sent"]) == {"0", "1"} and summary["bytes_sent"]["0"] > 0
+    assert summary["spec"]["params"] == {"x": 1}
+    assert summary["samples_per_s"] > 0 and 0.5 < summary["accuracy"] <= 1
+    for name in ("train-node0.csv", "eval-node1.csv", "model.npz", "log.txt", "job.json"):
+        assert (out / name).exists(), name
+    rows = (out / "train-node0.csv").read_text().splitlines()
+    assert rows[0] == "epoch,batch,loss,bytes_sent,time_s" and len(rows) > 10
+
+
+def test_finished_run_folder_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(submit, [*QUICK, "--out", str(out)]).exit_code == 0
+    before = (out / "summary.json").read_bytes()
+    again = runner.invoke(submit, [*QUICK, "--out", str(out)])
+    assert again.exit_code == 2 and "already holds a finished run" in again.output
+    assert (out / "summary.json").read_bytes() == before
+
+
+def test_unknown_codec_is_a_usage_error_naming_what_was_looked_up(tmp_path):
+    result = CliRunner().invoke(
+        submit, [*QUICK, "--codec", "fedavg.FedAvgClien", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "did you mean FedAvgClient" in result.output
+
+
+def test_bad_param_and_model_are_usage_errors(tmp_path):
+    runner = CliRunner()
+    bad_param = runner.invoke(submit, [*QUICK, "--param", "novalue"])
+    assert bad_param.exit_code == 2 and "key=value" in bad_param.output
+    bad_model = runner.invoke(submit, [*QUICK, "--model", "100,10", "--out", str(tmp_path)])
+    assert bad_model.exit_code == 2 and "784 features" in bad_model.output
+
+
+def test_failing_job_exits_non_zero_and_keeps_a_failed_summary(tmp_path):
+    codec = REPO / "tests" / "unit" / "test_simulate.py"
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        submit,
+        [*QUICK, "--codec", f"{codec}:ExplodesOnReceive", "--timeout", "5", "--out", str(out)],
+    )
+    assert result.exit_code == 1
+    assert "ZeroDivisionError" in result.output
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+
+
+def test_job_submit_script_runs_as_a_user_would(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "job_submit.py"), *QUICK[:1], "--train-samples", "2000",
+         "--test-samples", "500", "--epochs", "1", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1/1" in proc.stdout and "test accuracy" in proc.stdout
+    assert "Traceback" not in proc.stderr
