@@ -5,7 +5,8 @@ vector) and the list of that MLP's six weight and bias arrays. "wire" is
 ``decode(encode(header, content))`` (frames share the arrays' memory, nothing is copied);
 "pickle" is ``pickle.loads(pickle.dumps((header, content)))`` with the data in-band;
 "floor" is an unvalidated msgpack header + ``np.frombuffer`` per array, the least any
-zero-copy multipart encoding can cost. Prints medians (us per encode+decode) and ratios.
+zero-copy multipart encoding can cost. Prints medians over interleaved repeats (us per
+encode+decode) and the ratios.
 
     python -m bench.bench_wire [--repeats 7]
 """
@@ -55,10 +56,15 @@ def floor(content: Any) -> Any:
     ]
 
 
-def median_us(run: Callable[[Any], Any], content: Any, repeats: int) -> float:
-    timer = timeit.Timer(lambda: run(content))
-    number, _ = timer.autorange()  # enough calls for >= 0.2 s per repeat
-    return statistics.median(timer.repeat(repeat=repeats, number=number)) / number * 1e6
+def median_us(runs: list[Callable[[Any], Any]], content: Any, repeats: int) -> dict[str, float]:
+    """Median us per call of each run; repeats interleave the runs so load drift hits all."""
+    timers = {run.__name__: timeit.Timer(lambda run=run: run(content)) for run in runs}
+    numbers = {name: timer.autorange()[0] for name, timer in timers.items()}  # >= 0.2 s each
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            samples[name].append(timer.timeit(numbers[name]) / numbers[name] * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main() -> None:
@@ -75,8 +81,7 @@ def main() -> None:
           f"{'pickle/wire':>12} {'wire/floor':>11}")  # fmt: skip
     for name, content in cases.items():
         size = frames_size(encode(HEADER, content))
-        timings = {run.__name__: median_us(run, content, args.repeats) for run in (floor, wire)}
-        timings["pickled"] = median_us(pickled, content, args.repeats)
+        timings = median_us([floor, wire, pickled], content, args.repeats)
         print(
             f"{name:30} {size:8d} {timings['floor']:9.1f} {timings['wire']:8.1f} "
             f"{timings['pickled']:10.1f} {timings['pickled'] / timings['wire']:11.1f}x "

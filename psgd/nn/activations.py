@@ -15,7 +15,6 @@ class ReLU(Layer):
     """``y = max(x, 0)``; the gradient is passed where ``y > 0`` and zeroed elsewhere."""
 
     name = "relu"
-    inplace = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -24,7 +23,7 @@ class ReLU(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         # an array of zeros, not the scalar 0: numpy's broadcast-scalar loop is ~3x slower here
         zeros = self._buffer("zeros", x.shape, x.dtype, fill=0.0)
-        y = self._y = np.maximum(x, zeros, out=x if self.inplace else self._buffer("y", x.shape, x.dtype))
+        y = self._y = np.maximum(x, zeros, out=self._buffer("y", x.shape, x.dtype))
         return y
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
