@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -95,12 +96,58 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     click.echo(f"  records: {out}")
 
 
-def run_simulated(spec: JobSpec, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run ``spec`` in-process, write the run folder, return the summary."""
+def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, Any]:
+    """Write summary, records, model, logs and plot of a finished (or failed) job."""
+    from psgd.codec import Parameter_Server
+    from psgd.report import build_summary, write_records
+
+    summary = build_summary(
+        spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode
+    )
+    write_records(folder, result.reports)
+    for node, text in result.logs.items():
+        if text:
+            name = "ps.log" if node == Parameter_Server else f"worker-node{node}.log"
+            folder.write_text(name, text + "\n")
+    if result.weights and not result.error:
+        import numpy as np
+
+        from psgd.nn import build_mlp, save_model
+
+        model = build_mlp(spec.model, activation=spec.activation, rng=np.random.default_rng(0))
+        model.set_weights(result.weights[min(result.weights)])
+        save_model(model, folder.file("model.npz"))
+    _plot(folder, result)
+    folder.write_json("summary.json", summary)
+    return summary
+
+
+def _plot(folder: Any, result: Any) -> None:
+    try:
+        from psgd.plot import plot_run
+    except ImportError:  # plotting is a convenience; never lose a run over it
+        return
+    losses = {f"node {r.node_id}": [row["loss"] for row in r.batch_rows] for r in result.reports}
+    accuracy = {
+        f"node {r.node_id}": [row["test_accuracy"] for row in r.epoch_rows] for r in result.reports
+    }
+    try:
+        plot_run(folder.file("plot.png"), losses, accuracy, title=folder.path.name)
+    except Exception:
+        logging.getLogger(__name__).exception("could not draw plot.png")
+
+
+def run_job(
+    spec: JobSpec,
+    out: Path,
+    quiet: bool = False,
+    local: int | None = None,
+    workers_file: Path | None = None,
+    simulate: bool = False,
+) -> dict[str, Any]:
+    """Run ``spec`` in-process, on ``--local`` daemons or on the daemons of a worker.json."""
     from psgd.prepare import prepare_job
     from psgd.records import RunFolder
-    from psgd.report import build_summary, write_records
-    from psgd.simulate import simulate
 
     folder = RunFolder(out)
     log_handler = logging.FileHandler(folder.file("log.txt"))
@@ -113,21 +160,21 @@ def run_simulated(spec: JobSpec, out: Path, quiet: bool = False) -> dict[str, An
         folder.write_json("job.json", spec.to_dict())
         steps = job.trainer_config.steps_per_epoch
         job.trainer_config.progress_every = max(1, steps // 4)
+        where = "in-process" if simulate else (f"{local} local daemons" if local else "daemons")
         if not quiet:
             click.echo(
                 f"job {spec.job_id}: {spec.node_count} nodes, codec {spec.codec}"
                 + (f", ps codec {spec.ps_codec}" if spec.ps_codec else "")
-                + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, in-process"
+                + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, {where}"
             )
-        result = simulate(job, _Printer(spec.epochs, quiet))
-        ps_bytes = result.ps_bytes_sent if job.ps_classes else None
-        summary = build_summary(spec, result.reports, result.wall_s, ps_bytes, result.error)
-        write_records(folder, result.reports)
-        if result.models and not result.error:
-            from psgd.nn import save_model
+        printer = _Printer(spec.epochs, quiet)
+        if simulate:
+            from psgd.simulate import simulate as run_in_process
 
-            save_model(result.models[min(result.models)], folder.file("model.npz"))
-        folder.write_json("summary.json", summary)
+            result = run_in_process(job, printer)
+        else:
+            result = _run_on_daemons(job, printer, folder, local, workers_file)
+        summary = _write_run(folder, spec, result, "simulate" if simulate else "network")
     finally:
         psgd_logger.removeHandler(log_handler)
         log_handler.close()
@@ -136,6 +183,30 @@ def run_simulated(spec: JobSpec, out: Path, quiet: bool = False) -> dict[str, An
     if summary["status"] != "completed":
         raise JobFailed(summary["error"])
     return summary
+
+
+def _run_on_daemons(
+    job: Any, printer: Any, folder: Any, local: int | None, workers_file: Path | None
+) -> Any:
+    from psgd.local import LocalCluster
+    from psgd.submit import Submitter
+    from psgd.workers import load_workers
+
+    spec = job.spec
+    if local:
+        with LocalCluster(local, job.ps_classes is not None, folder.file("daemons")) as cluster:
+            submitter = Submitter(job, cluster.workers, cluster.ps_endpoint, printer)
+            return submitter.run()
+    listed = load_workers(workers_file or Path("worker.json"))
+    if spec.node_count > len(listed.workers):
+        raise ConfigError(
+            f"--node_count {spec.node_count} but {workers_file or 'worker.json'} lists "
+            f"{len(listed.workers)} workers"
+        )
+    if job.ps_classes is not None and listed.ps is None:
+        raise ConfigError(f"--ps-codec given but {workers_file or 'worker.json'} has no PS entry")
+    submitter = Submitter(job, listed.workers[: spec.node_count], listed.ps, printer)
+    return submitter.run()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -292,6 +363,20 @@ def run_simulated(spec: JobSpec, out: Path, quiet: bool = False) -> dict[str, An
     help="Run folder (default runs/<job-id>/); a finished run is never overwritten.",
 )
 @click.option("--simulate", is_flag=True, help="Run every node in this process (no daemons).")
+@click.option(
+    "--local",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Start N worker daemons on loopback (and one for the PS), run, stop them. "
+    "Implies --node_count N.",
+)
+@click.option(
+    "--workers",
+    "workers_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="worker.json listing the daemons (default ./worker.json).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
 def submit(**options: Any) -> None:
     """Train a model with a plug-in communication codec.
@@ -305,15 +390,16 @@ def submit(**options: Any) -> None:
     simulate_flag = options.pop("simulate")
     quiet = options.pop("quiet")
     out = options.pop("out")
+    local = options.pop("local")
+    workers_file = options.pop("workers_file")
     options["params"] = dict(options["params"])
+    if local:
+        options["node_count"] = local
     try:
+        if simulate_flag and (local or workers_file):
+            raise ConfigError("--simulate runs in-process: drop --local / --workers")
         spec = JobSpec(**options)
-        if not simulate_flag:
-            raise ConfigError(
-                "networked jobs (worker daemons) are not available yet in this version; "
-                "run in-process with --simulate"
-            )
-        run_simulated(spec, out or Path("runs") / spec.job_id, quiet)
+        run_job(spec, out or Path("runs") / spec.job_id, quiet, local, workers_file, simulate_flag)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except JobFailed as exc:
@@ -329,7 +415,64 @@ def submit_main() -> None:
     submit(prog_name="job_submit.py")
 
 
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=15387,
+    show_default=True,
+    help="Control port; 0 picks a free port and prints the address.",
+)
+@click.option(
+    "--bind",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--log-dir",
+    "log_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("logs"),
+    show_default=True,
+    help="Folder of the daemon's log file.",
+)
+def worker(port: int, bind: str, log_dir: Path) -> None:
+    """Start a psgd worker daemon: serves jobs one after another until Ctrl-C / SIGTERM."""
+    from psgd.daemon import Daemon
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        daemon = Daemon(bind=bind, port=port)
+    except PsgdError as exc:
+        click.echo(f"psgd-worker: {exc}", err=True)
+        sys.exit(1)
+    log_file = log_dir / f"worker-{daemon.port}.log"
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(), logging.FileHandler(log_file)]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logging.getLogger("psgd").addHandler(handler)
+    logging.getLogger("psgd").setLevel(logging.INFO)
+    click.echo(f"psgd worker listening on {daemon.address} (pid {os.getpid()}, log {log_file})")
+    sys.stdout.flush()
+    daemon.install_signal_handlers()
+    daemon.serve_forever()
+
+
+@click.group()
+def main() -> None:
+    """psgd commands."""
+
+
+main.add_command(submit)
+main.add_command(worker)
+
+
 def worker_main() -> None:
-    """Console-script entry of ``psgd-worker`` (networked workers: issue 3)."""
-    click.echo("psgd-worker: the worker daemon is not available yet in this version", err=True)
-    sys.exit(2)
+    """Console-script entry of ``psgd-worker``."""
+    worker(prog_name="worker.py")
+
+
+if __name__ == "__main__":
+    main()

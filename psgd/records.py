@@ -72,5 +72,10 @@ class RunFolder:
         atomic_write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
         return target
 
+    def write_text(self, name: str, text: str) -> Path:
+        target = self.path / name
+        atomic_write_text(target, text)
+        return target
+
     def file(self, name: str) -> Path:
         return self.path / name

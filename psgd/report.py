@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from psgd.job import JobSpec
 from psgd.records import RunFolder
 from psgd.trainer import NodeReport
 
-__all__ = ["build_summary", "write_records"]
+__all__ = ["RunResult", "build_summary", "write_records"]
+
+
+@dataclass
+class RunResult:
+    """What came back from a job, in-process or networked."""
+
+    reports: list[NodeReport]
+    ps_bytes_sent: int | None
+    wall_s: float
+    error: str | None = None
+    weights: dict[int, list[Any]] = field(default_factory=dict)
+    logs: dict[int, str] = field(default_factory=dict)
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from psgd.blas import blas_threads
@@ -17,26 +16,16 @@ from psgd.channel import JobAborted
 from psgd.codec import Parameter_Server
 from psgd.inprocess import InProcessNetwork
 from psgd.prepare import PreparedJob
+from psgd.report import RunResult
 from psgd.settings import GlobalSettings
 from psgd.sync import CodecSet, serve
 from psgd.trainer import NodeReport, Trainer
 
-__all__ = ["SimulationResult", "simulate"]
+__all__ = ["simulate"]
 
 _log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class SimulationResult:
-    """Reports of every worker, bytes the PS sent, timings, and the first failure if any."""
-
-    reports: list[NodeReport]
-    ps_bytes_sent: int
-    wall_s: float
-    error: str | None = None
-    models: dict[int, Any] = field(default_factory=dict)
 
 
 class _Countdown:
@@ -54,7 +43,7 @@ class _Countdown:
                 self.done.set()
 
 
-def simulate(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
+def simulate(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     """Train ``job`` with every node in this process; never raises for a node's failure.
 
     A failing node aborts the others; ``SimulationResult.error`` holds the first failure.
@@ -90,6 +79,7 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
                 network.channel(node_id),
                 job.trainer_config,
                 emit,
+                lambda: network.aborted,
             )
             trainer.train()
             countdown.finish_one()
@@ -125,7 +115,9 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> SimulationResult:
         wall = _run_threads(nodes, run_worker, run_server if job.ps_classes else None)
     ordered = [reports[n] for n in nodes if n in reports]
     error = errors[0] if errors else None
-    return SimulationResult(ordered, ps_bytes[0], wall, error, models)
+    weights = {node: model.get_weights() for node, model in models.items()}
+    ps_sent = ps_bytes[0] if job.ps_classes else None
+    return RunResult(ordered, ps_sent, wall, error, weights)
 
 
 def _run_threads(

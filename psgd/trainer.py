@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from psgd.channel import Channel
+from psgd.channel import Channel, JobAborted
 from psgd.codec import BlockWeight, Codec
 from psgd.nn import Sequential, make_optimizer
 from psgd.sync import CodecSet, make_driver, serve
@@ -93,6 +93,24 @@ class NodeReport:
     def samples_per_s(self) -> float:
         return self.samples / self.train_s if self.train_s > 0 else 0.0
 
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> NodeReport:
+        """Rebuild a report sent by a daemon (``figures``, ``batches``, ``epochs``)."""
+        figures = data["figures"]
+        return cls(
+            node_id=int(figures["node"]),
+            samples=int(figures["samples"]),
+            train_s=float(figures["train_s"]),
+            batches=int(figures["batches"]),
+            retries=int(figures["retries"]),
+            bytes_sent=int(figures["bytes_sent"]),
+            packages_sent=int(figures["packages_sent"]),
+            loss=float(figures["loss"]),
+            accuracy=float(figures["accuracy"]),
+            batch_rows=list(data["batches"]),
+            epoch_rows=list(data["epochs"]),
+        )
+
     def figures(self) -> dict[str, Any]:
         """The per-node entry of ``summary.json``."""
         return {
@@ -100,7 +118,7 @@ class NodeReport:
             "accuracy": self.accuracy,
             "loss": self.loss,
             "samples": self.samples,
-            "train_s": round(self.train_s, 4),
+            "train_s": self.train_s,
             "samples_per_s": round(self.samples_per_s, 1),
             "batches": self.batches,
             "bytes_sent": self.bytes_sent,
@@ -144,6 +162,8 @@ class Trainer:
         Where packages go and come from.
     emit:
         Receives progress events (dicts with a ``type`` key).
+    aborted:
+        Returns True once the job is stopped from outside; checked before every batch.
     """
 
     def __init__(
@@ -156,6 +176,7 @@ class Trainer:
         channel: Channel,
         config: TrainerConfig,
         emit: Emit | None = None,
+        aborted: Callable[[], bool] | None = None,
     ) -> None:
         self.node_id = node_id
         self.model = model
@@ -163,6 +184,7 @@ class Trainer:
         self.test = test
         self.config = config
         self.emit = emit or (lambda event: None)
+        self.aborted = aborted or (lambda: False)
         self.channel = channel
         self.codecs = CodecSet(node_id, codec_classes, channel)
         self.modes = exchange_modes(codec_classes, config.exchange)
@@ -191,6 +213,8 @@ class Trainer:
         return self.report
 
     def _step(self, batch_no: int) -> float:
+        if self.aborted():
+            raise JobAborted(f"node {self.node_id}: job aborted at batch {batch_no}")
         contents: list[list[BlockWeight]] = [[] for _ in self.variables]
         loss = 0.0
         for block_id in self.block_ids:

@@ -36,6 +36,7 @@ __all__ = [
     "ALLOWED_DTYPES",
     "DEFAULT_LIMITS",
     "PROTOCOL_VERSION",
+    "VersionMismatch",
     "Limits",
     "decode",
     "encode",
@@ -55,6 +56,15 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
 )  # fmt: skip
 _DTYPES = {s: np.dtype(s) for s in ALLOWED_DTYPES}
 _NAMES = {dtype: s for s, dtype in _DTYPES.items()}  # '=f4' finds '<f4' on little-endian hosts
+
+
+class VersionMismatch(MalformedMessage):
+    """A well-formed header of another protocol version (``theirs``; ``kind``: its type)."""
+
+    def __init__(self, theirs: Any, kind: Any) -> None:
+        super().__init__(f"protocol version {theirs!r:.20}, this side speaks {PROTOCOL_VERSION}")
+        self.theirs = theirs
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -388,7 +398,7 @@ def decode(frames: Sequence[Buffer], limits: Limits = DEFAULT_LIMITS) -> tuple[d
         raise MalformedMessage("nested too deep to check") from None
     version = message.pop(VERSION_KEY, None)
     if type(version) is not int or version != PROTOCOL_VERSION:
-        raise MalformedMessage(f"protocol version {version!r:.20}, expected {PROTOCOL_VERSION}")
+        raise VersionMismatch(version, message.get("t"))
     return message, body
 
 

@@ -52,8 +52,7 @@ def test_plain_two_nodes_learns_and_keeps_models_identical():
     result = run(codec="plain.Plain", node_count=2)
     assert result.error is None
     assert [r.accuracy for r in result.reports][0] > 0.85
-    weights = [m.get_weights() for m in result.models.values()]
-    for a, b in zip(*weights, strict=True):
+    for a, b in zip(*result.weights.values(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert all(r.bytes_sent > 0 for r in result.reports)
 
@@ -61,7 +60,7 @@ def test_plain_two_nodes_learns_and_keeps_models_identical():
 def test_same_seed_gives_the_same_model():
     first = run(node_count=2, seed=3)
     second = run(node_count=2, seed=3)
-    for a, b in zip(first.models[0].get_weights(), second.models[0].get_weights(), strict=True):
+    for a, b in zip(first.weights[0], second.weights[0], strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -1,0 +1,232 @@
+"""One job on a worker daemon: unpack it, train (or serve as PS) on a thread, report back.
+
+Everything the job sends to its submitter goes through the daemon's outbox queue; the daemon's
+main thread owns the control socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from psgd import protocol
+from psgd.bundle import load_bundle, unload_bundle
+from psgd.channel import JobAborted
+from psgd.codec import Codec
+from psgd.errors import ConfigError
+from psgd.job import JobSpec
+from psgd.nn import build_mlp
+from psgd.settings import GlobalSettings
+from psgd.sync import CodecSet, serve
+from psgd.trainer import Trainer, TrainerConfig
+from psgd.transport import PeerChannel
+
+__all__ = ["JobRun", "prepare_run"]
+
+_log = logging.getLogger(__name__)
+
+Outbox = queue.SimpleQueue[tuple[bytes, list[Any]]]
+
+
+class _LogCapture(logging.Handler):
+    """Keeps the job's log lines to send back to the submitter."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < 100_000:
+            self.lines.append(self.format(record))
+
+
+class JobRun:
+    """A job accepted by this daemon, from unpacking to its last report."""
+
+    def __init__(
+        self,
+        message: protocol.Message,
+        submitter: bytes,
+        classes: list[type[Codec]],
+        channel: PeerChannel,
+        folder: Path,
+        outbox: Outbox,
+    ) -> None:
+        self.job_id: str = message["job"]
+        self.node_id: int = message["node"]
+        self.role: str = message["role"]
+        self.spec = JobSpec.from_dict(message["spec"])
+        self.content = message.content
+        self.config = TrainerConfig(**message["trainer"])
+        self.submitter = submitter
+        self.classes = classes
+        self.channel = channel
+        self.folder = folder
+        self.outbox = outbox
+        self.settings = GlobalSettings(
+            self.spec.node_count, self.spec.redundancy, self.spec.assignment, self.spec.params
+        )
+        self.last_heard = time.monotonic()
+        self.started = False
+        self.aborted = False
+        self.outcome = "not started"
+        self._abort = threading.Event()
+        self._finish = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = _LogCapture()
+
+    @property
+    def data_port(self) -> int:
+        return int(self.channel.address.rsplit(":", 1)[1])
+
+    def start(self, peers: dict[Any, str]) -> None:
+        """Connect to the peers and run the job on its own thread."""
+        self.started = True
+        self.channel.connect({int(node): address for node, address in peers.items()})
+        target = self._run_worker if self.role == "worker" else self._run_server
+        self._thread = threading.Thread(target=self._guarded, args=(target,), name="psgd-job")
+        self._thread.start()
+
+    def thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def finish(self) -> None:
+        self._finish.set()
+
+    def abort(self, reason: str) -> None:
+        self.aborted = True
+        self._abort.set()
+        self._finish.set()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def cleanup(self) -> None:
+        """Close sockets and forget the codec modules (the job is over)."""
+        self.channel.close()
+        unload_bundle(self.folder)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _report(self, type_: str, content: Any = None, **fields: Any) -> None:
+        frames = protocol.make(type_, content, job=self.job_id, **fields)
+        self.outbox.put((self.submitter, frames))
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._report(protocol.PROGRESS, event=event)
+
+    def _guarded(self, target: Any) -> None:
+        root = logging.getLogger("psgd")
+        root.addHandler(self._log)
+        try:
+            GlobalSettings.set_default(self.settings)
+            names = sorted({c.__name__ for c in self.classes})
+            _log.info(
+                "job %s: node %s (%s) starting with codecs %s on %s",
+                self.job_id, self.node_id, self.role, names, self.channel.address,
+            )  # fmt: skip
+            target()
+            self.outcome = "completed"
+        except JobAborted:
+            self.outcome = "aborted"
+            _log.info("job %s node %s aborted", self.job_id, self.node_id)
+        except BaseException as exc:
+            self.outcome = "failed"
+            error = f"node {self.node_id}: {exc}"
+            if "Traceback" not in error:
+                error += "\n" + traceback.format_exc()
+            _log.error("job %s failed: %s", self.job_id, error)
+            self._report(
+                protocol.FAILED, node=self.node_id, error=error, log="\n".join(self._log.lines)
+            )
+        finally:
+            root.removeHandler(self._log)
+            self.cleanup()
+
+    def _run_worker(self) -> None:
+        spec = self.spec
+        model = build_mlp(spec.model, activation=spec.activation, rng=np.random.default_rng(0))
+        model.set_weights(list(self.content["weights"]))
+        blocks = {
+            int(b): (np.asarray(x), np.asarray(y)) for b, (x, y) in self.content["blocks"].items()
+        }
+        test = tuple(self.content["test"])
+        trainer = Trainer(
+            self.node_id, model, blocks, test, self.classes, self.channel, self.config,
+            self._emit, self._abort.is_set,
+        )  # fmt: skip
+        try:
+            report = trainer.train()
+            _log.info(
+                "job %s: node %s trained %d batches, %d samples in %.2f s, test accuracy %.4f",
+                self.job_id, self.node_id, report.batches, report.samples, report.train_s,
+                report.accuracy,
+            )  # fmt: skip
+            self._report(protocol.TRAINED, node=self.node_id)
+            trainer.drain(self._finish)
+        finally:
+            report = trainer.close()
+        if self._abort.is_set():
+            raise JobAborted("aborted")
+        figures = {"figures": report.figures(), "batches": report.batch_rows,
+                   "epochs": report.epoch_rows}  # fmt: skip
+        self._report(
+            protocol.DONE,
+            {"weights": model.get_weights()},
+            node=self.node_id,
+            report=figures,
+            log="\n".join(self._log.lines),
+        )
+
+    def _run_server(self) -> None:
+        codecs = CodecSet(self.node_id, self.classes, self.channel)
+        try:
+            serve(codecs, self._finish)
+        finally:
+            codecs.dispose()
+        if self._abort.is_set():
+            raise JobAborted("aborted")
+        figures = {"figures": {"node": self.node_id, "bytes_sent": self.channel.bytes_sent},
+                   "batches": [], "epochs": []}  # fmt: skip
+        self._report(
+            protocol.DONE, None, node=self.node_id, report=figures, log="\n".join(self._log.lines)
+        )
+
+
+def prepare_run(
+    message: protocol.Message,
+    submitter: bytes,
+    context: zmq.Context,
+    bind_host: str,
+    work_dir: Path,
+    outbox: Outbox,
+) -> JobRun:
+    """Check a JOB message, load its codecs and open its data channel; raises on any problem."""
+    role = message["role"]
+    if role not in ("worker", "ps"):
+        raise ConfigError(f"job role must be 'worker' or 'ps', got {role!r:.20}")
+    if role == "worker" and not isinstance(message.content, dict):
+        raise ConfigError("job carries no model and data")
+    folder = work_dir / f"job-{message['job']}-{message['node']}"
+    try:
+        classes = load_bundle(message["bundle"], message["codecs"], folder)
+    except Exception as exc:
+        unload_bundle(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        detail = traceback.format_exc()
+        raise ConfigError(f"cannot load the codec: {type(exc).__name__}: {exc}\n{detail}") from None
+    aborted = threading.Event()
+    channel = PeerChannel(context, message["node"], message["job"], bind_host, aborted.is_set)
+    run = JobRun(message, submitter, classes, channel, folder, outbox)
+    channel.aborted = run._abort.is_set
+    return run

@@ -1,0 +1,128 @@
+"""The closed set of message types between submitter, daemons and peers, in one place.
+
+Every message is ``psgd.wire``-encoded: a msgpack header with ``t`` (type) plus fields (wire
+adds and checks the protocol version), and the content's arrays as extra frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psgd import wire
+from psgd.errors import MalformedMessage
+
+__all__ = [
+    "CONTROL_TYPES",
+    "PEER_TYPES",
+    "PROTOCOL_VERSION",
+    "Message",
+    "check_fields",
+    "make",
+    "parse",
+]
+
+PROTOCOL_VERSION = wire.PROTOCOL_VERSION
+
+#: Submitter -> daemon.
+HELLO = "hello"  # {} -> HELLO_REPLY {state, job, pid}
+JOB = "job"  # {job, node, role, spec, bundle, codecs, ps_codecs} + content {weights, blocks, test}
+START = "start"  # {job, peers}
+HEARTBEAT = "heartbeat"  # {job}; both ways while a job runs
+FINISH = "finish"  # {job}: every node trained, stop serving peers and report
+ABORT = "abort"  # {job, reason}
+
+#: Daemon -> submitter.
+HELLO_REPLY = "hello_reply"
+ACCEPTED = "accepted"  # {job, node, data}: data = the node's peer address
+REJECTED = "rejected"  # {job, node, reason}
+PROGRESS = "progress"  # {job, event}
+TRAINED = "trained"  # {job, node}
+DONE = "done"  # {job, node, report, log} + content {weights}
+FAILED = "failed"  # {job, node, error, log}
+REFUSED = "refused"  # {reason}: protocol versions differ
+
+#: Peer -> peer.
+PACKAGE = "pkg"  # {job, src, layer} + codec content
+
+CONTROL_TYPES = frozenset(
+    {HELLO, JOB, START, HEARTBEAT, FINISH, ABORT, HELLO_REPLY, ACCEPTED, REJECTED, PROGRESS,
+     TRAINED, DONE, FAILED, REFUSED}
+)  # fmt: skip
+PEER_TYPES = frozenset({PACKAGE})
+
+#: Required header fields and their types, by message type.
+_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    HELLO: {},
+    HELLO_REPLY: {"state": str, "pid": int},
+    JOB: {
+        "job": str,
+        "node": int,
+        "role": str,
+        "spec": dict,
+        "trainer": dict,
+        "bundle": dict,
+        "codecs": list,
+    },
+    START: {"job": str, "peers": dict},
+    HEARTBEAT: {"job": str},
+    FINISH: {"job": str},
+    ABORT: {"job": str, "reason": str},
+    ACCEPTED: {"job": str, "node": int, "data": str},
+    REJECTED: {"job": str, "node": int, "reason": str},
+    PROGRESS: {"job": str, "event": dict},
+    TRAINED: {"job": str, "node": int},
+    DONE: {"job": str, "node": int, "report": dict, "log": str},
+    FAILED: {"job": str, "node": int, "error": str, "log": str},
+    REFUSED: {"reason": str},
+    PACKAGE: {"job": str, "src": int, "layer": int},
+}
+
+
+class Message:
+    """A decoded message: its type, header fields and content."""
+
+    __slots__ = ("content", "fields", "type")
+
+    def __init__(self, type_: str, fields: dict[str, Any], content: Any) -> None:
+        self.type = type_
+        self.fields = fields
+        self.content = content
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+    def __repr__(self) -> str:
+        return f"Message({self.type!r}, job={self.fields.get('job')!r})"
+
+
+def make(type_: str, content: Any = None, **fields: Any) -> list[Any]:
+    """Encode a message of ``type_`` into frames."""
+    header = {"t": type_, **fields}
+    return wire.encode(header, content)
+
+
+def check_fields(type_: str, fields: dict[str, Any]) -> None:
+    """Raise ``MalformedMessage`` unless ``fields`` has what a ``type_`` message needs."""
+    expected = _FIELDS.get(type_)
+    if expected is None:
+        raise MalformedMessage(f"unknown message type {type_!r}")
+    for name, kind in expected.items():
+        value = fields.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+            raise MalformedMessage(f"{type_}: field {name!r} missing or not {kind}")
+
+
+def parse(frames: list[Any], allowed: frozenset[str]) -> Message:
+    """Decode and validate frames into a ``Message`` of one of the ``allowed`` types.
+
+    Another protocol version raises ``wire.VersionMismatch``.
+    """
+    header, content = wire.decode(frames)
+    type_ = header.pop("t", None)
+    if not isinstance(type_, str) or type_ not in allowed:
+        raise MalformedMessage(f"unexpected message type {type_!r:.40}")
+    check_fields(type_, header)
+    return Message(type_, header, content)
