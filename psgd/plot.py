@@ -250,12 +250,12 @@ def _draw_ticks(img: np.ndarray, axes: _Axes, x_ticks, y_ticks, xlabel: str) -> 
     """Grid lines, tick marks and their labels, and the x axis name below."""
     left, top, right, bottom = axes.frame
     for value, label in y_ticks:
-        row = int(round(axes.py(value)))
+        row = int(np.rint(axes.py(value)))
         img[row, left + 1 : right] = GRID
         img[row, left - 4 : left] = FRAME
         _draw_text(img, left - 7 - _text_width(label), row - 3, label)
     for value, label in x_ticks:
-        col = int(round(axes.px(value)))
+        col = int(np.rint(axes.px(value)))
         img[top + 1 : bottom, col] = GRID
         img[bottom + 1 : bottom + 5, col] = FRAME
         _draw_text(img, col - _text_width(label) // 2, bottom + 8, label)
