@@ -133,7 +133,7 @@ class Daemon:
             _log.warning("refused a %r from a peer speaking protocol %r", exc.kind, exc.theirs)
             reason = (
                 f"protocol version mismatch: submitter speaks {exc.theirs!r}, "
-                f"worker {self.address} speaks {protocol.PROTOCOL_VERSION}"
+                f"worker {self.address} speaks {wire.PROTOCOL_VERSION}"
             )
             self._send(identity, protocol.make(protocol.REFUSED, reason=reason))
             return
@@ -208,7 +208,7 @@ class Daemon:
         state = "idle" if self.job is None else "busy"
         fields: dict[str, Any] = {"state": state, "pid": os.getpid()}
         if self.job is not None:
-            fields["job"] = self.job.job_id
+            fields["busy_with"] = self.job.job_id
         self._send(identity, protocol.make(protocol.HELLO_REPLY, **fields))
 
     def _on_job(self, identity: bytes, message: protocol.Message) -> None:

@@ -1,6 +1,6 @@
 """An in-process network of nodes: queues instead of sockets, the real wire encoding.
 
-Every package is encoded with ``psgd.wire`` exactly as it would be on the network and the
+Every package is encoded exactly as it is on the network (``psgd.protocol``) and the
 bytes are copied, so byte counts are the real ones, codec content that cannot be sent fails
 here first, and no two nodes ever share an array.
 """
@@ -11,7 +11,7 @@ import queue
 import threading
 from typing import Any
 
-from psgd import wire
+from psgd import protocol, wire
 from psgd.channel import JobAborted, Package
 from psgd.errors import CodecError
 
@@ -29,8 +29,9 @@ class InProcessNetwork:
         Every node of the job (workers and, when there is one, the parameter server).
     """
 
-    def __init__(self, node_ids: list[int]) -> None:
+    def __init__(self, node_ids: list[int], job_id: str = "in-process") -> None:
         self.node_ids = list(node_ids)
+        self.job_id = job_id
         self._inboxes: dict[int, queue.SimpleQueue[Any]] = {
             n: queue.SimpleQueue() for n in node_ids
         }
@@ -63,7 +64,7 @@ class InProcessNetwork:
                     f"node {sender} layer {layer}: netEncapsulation target {target} is not a "
                     f"node of this job (nodes: {self.node_ids})"
                 )
-        frames = wire.encode({"src": sender, "layer": layer}, content)
+        frames = protocol.make(protocol.PACKAGE, content, job=self.job_id, src=sender, layer=layer)
         owned = [bytes(frame) for frame in frames]
         size = wire.frames_size(owned)
         for target in targets:
@@ -78,8 +79,8 @@ class InProcessNetwork:
         if item is _ABORT:
             self._inboxes[node_id].put(_ABORT)  # keep later calls failing fast too
             raise JobAborted(self.abort_reason)
-        header, content = wire.decode(item)
-        return Package(header["src"], header["layer"], content, wire.frames_size(item))
+        message = protocol.parse(item, protocol.PEER_TYPES)
+        return Package(message["src"], message["layer"], message.content, wire.frames_size(item))
 
 
 class InProcessChannel:

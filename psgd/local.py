@@ -42,15 +42,21 @@ class DaemonProcess:
 
 
 def start_daemon(
-    log_dir: Path, host: str = "127.0.0.1", extra: list[str] | None = None
+    log_dir: Path,
+    host: str = "127.0.0.1",
+    extra: list[str] | None = None,
+    command: list[str] | None = None,
 ) -> DaemonProcess:
-    """Start one daemon on an OS-chosen port and wait until it says where it listens."""
+    """Start one daemon on an OS-chosen port and wait until it says where it listens.
+
+    ``command`` replaces ``python -m psgd.cli worker`` (e.g. ``[python, "worker.py"]``).
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     for name in BLAS_ENV_VARS:
         env[name] = "1"  # one BLAS thread per daemon: several share this host's cores
-    command = [sys.executable, "-m", "psgd.cli", "worker", "--port", "0", "--bind", host,
-               "--log-dir", str(log_dir), *(extra or [])]  # fmt: skip
+    base = command or [sys.executable, "-m", "psgd.cli", "worker"]
+    command = [*base, "--port", "0", "--bind", host, "--log-dir", str(log_dir), *(extra or [])]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

@@ -24,7 +24,7 @@ __all__ = [
 PROTOCOL_VERSION = wire.PROTOCOL_VERSION
 
 #: Submitter -> daemon.
-HELLO = "hello"  # {} -> HELLO_REPLY {state, job, pid}
+HELLO = "hello"  # {} -> HELLO_REPLY {state, pid, busy_with}
 JOB = "job"  # {job, node, role, spec, bundle, codecs, ps_codecs} + content {weights, blocks, test}
 START = "start"  # {job, peers}
 HEARTBEAT = "heartbeat"  # {job}; both ways while a job runs

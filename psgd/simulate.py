@@ -52,7 +52,9 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     spec = job.spec
     GlobalSettings.set_default(job.settings)
     nodes = list(range(spec.node_count))
-    network = InProcessNetwork(nodes + ([Parameter_Server] if job.ps_classes else []))
+    network = InProcessNetwork(
+        nodes + ([Parameter_Server] if job.ps_classes else []), job_id=spec.job_id
+    )
     countdown = _Countdown(len(nodes))
     reports: dict[int, NodeReport] = {}
     models: dict[int, Any] = {}

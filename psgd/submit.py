@@ -120,6 +120,9 @@ class Submitter:
         except JobFailed as exc:
             error = str(exc)
             self._abort_all(error)
+        except KeyboardInterrupt:
+            self._abort_all("the submitter was interrupted (Ctrl-C)")
+            raise
         finally:
             self.close()
         return self._result(time.perf_counter() - start, error)
@@ -220,7 +223,7 @@ class Submitter:
         except wire.VersionMismatch as exc:
             raise JobFailed(
                 f"{node.name} speaks protocol version {exc.theirs!r}, this submitter speaks "
-                f"{protocol.PROTOCOL_VERSION}"
+                f"{wire.PROTOCOL_VERSION}"
             ) from None
         except MalformedMessage as exc:
             _log.warning("dropped a malformed message from %s: %s", node.name, exc)
@@ -236,7 +239,7 @@ class Submitter:
 
     def _on_hello_reply(self, node: _Node, message: protocol.Message) -> None:
         if message["state"] != "idle":
-            raise JobFailed(f"{node.name} is busy with job {message.get('job')}")
+            raise JobFailed(f"{node.name} is busy with job {message.get('busy_with')}")
         node.state = "idle"
 
     def _on_refused(self, node: _Node, message: protocol.Message) -> None:

@@ -1,0 +1,31 @@
+"""Real worker.py daemons on loopback (OS-chosen ports), killed in teardown."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from psgd.local import DaemonProcess, start_daemon
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = [sys.executable, str(REPO / "worker.py")]
+
+
+@pytest.fixture
+def spawn_daemons(tmp_path: Path) -> Iterator[Callable[[int], list[DaemonProcess]]]:
+    """``spawn_daemons(n)`` starts n real worker.py processes; all are stopped afterwards."""
+    started: list[DaemonProcess] = []
+
+    def spawn(count: int) -> list[DaemonProcess]:
+        fresh = [start_daemon(tmp_path / "daemon-logs", command=WORKER) for _ in range(count)]
+        started.extend(fresh)
+        return fresh
+
+    yield spawn
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+        daemon.process.wait()

@@ -1,0 +1,141 @@
+"""Jobs across "hosts": one worker.py per network namespace, job_submit.py in the root one.
+
+Every daemon listens on the default port 15387 of its own namespace address, so the test also
+shows that worker.json's addresses (not loopback) carry the control and the data traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from netns import Daemon, Lab, NetnsUnavailable
+
+from psgd.blas import BLAS_ENV_VARS
+
+REPO = Path(__file__).resolve().parents[2]
+PORT = 15387
+SUBMIT_TIMEOUT_S = 90.0
+LOG_WAIT_S = 10.0
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """A bridge for namespaces; daemons, namespaces, veths and bridge removed afterwards."""
+    try:
+        made = Lab()
+    except NetnsUnavailable as exc:
+        pytest.skip(f"no network namespaces here: {exc}")
+    try:
+        yield made
+    finally:
+        made.close()
+    assert not made.leftovers(), f"teardown left {made.leftovers()}"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in BLAS_ENV_VARS:
+        env[name] = "1"  # several processes share this machine's cores
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _start_daemons(lab: Lab, count: int, log_root: Path) -> list[Daemon]:
+    """``count`` namespaces, each running ``worker.py --bind <its address> --port 15387``."""
+    try:
+        hosts = [lab.add_host() for _ in range(count)]
+    except NetnsUnavailable as exc:
+        pytest.skip(f"no network namespaces here: {exc}")
+    daemons = []
+    for host in hosts:
+        argv = [sys.executable, str(REPO / "worker.py"), "--bind", host.address,
+                "--port", str(PORT), "--log-dir", str(log_root / host.namespace)]  # fmt: skip
+        ready = f"psgd worker listening on tcp://{host.address}:{PORT}"
+        daemons.append(lab.start(host, argv, ready, env=_env(), cwd=REPO))
+    return daemons
+
+
+def _submit(tmp_path: Path, workers: list[Daemon], ps: Daemon | None, *options: str) -> Any:
+    listing: dict[str, Any] = {"Worker": [f"{d.host.address}:{PORT}" for d in workers]}
+    if ps is not None:
+        listing["PS"] = f"{ps.host.address}:{PORT}"
+    (tmp_path / "worker.json").write_text(json.dumps(listing), encoding="utf-8")
+    command = [sys.executable, str(REPO / "job_submit.py"), "--workers", "worker.json",
+               "--node_count", str(len(workers)), "--train-samples", "6000",
+               "--test-samples", "1000", "--epochs", "1", "--out", str(tmp_path / "run"),
+               *options]  # fmt: skip
+    return subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBMIT_TIMEOUT_S,
+        check=False,
+    )
+
+
+def _assert_completed(done: Any, tmp_path: Path, nodes: int) -> dict[str, Any]:
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Traceback" not in output, output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "completed", summary.get("error")
+    assert [n["node"] for n in summary["nodes"]] == list(range(nodes))
+    for node in summary["nodes"]:
+        assert node["bytes_sent"] > 0, node
+    return summary
+
+
+def _assert_served(daemon: Daemon, log_root: Path, job_id: str, role: str) -> None:
+    """The daemon's own log: listening on its namespace address, job run and over there."""
+    log = log_root / daemon.host.namespace / f"worker-{PORT}.log"
+    address = re.escape(daemon.host.address)
+    served = re.compile(
+        rf"job {job_id}: node \S+ \({role}\) starting with codecs .* on tcp://{address}:\d+"
+    )
+    over = f"job {job_id} over (completed)"
+    deadline = time.monotonic() + LOG_WAIT_S  # "over" is logged just after the result is sent
+    text = ""
+    while time.monotonic() < deadline:
+        text = log.read_text(encoding="utf-8") if log.exists() else ""
+        if over in text:
+            break
+        time.sleep(0.1)
+    assert f"worker listening on tcp://{daemon.host.address}:{PORT}" in text, text
+    assert served.search(text), text
+    assert over in text, text
+    assert "Traceback" not in daemon.output, daemon.output
+
+
+def test_plain_job_runs_across_three_namespaces(lab: Lab, tmp_path: Path) -> None:
+    log_root = tmp_path / "daemon-logs"
+    workers = _start_daemons(lab, 3, log_root)
+    done = _submit(tmp_path, workers, None, "--codec", "plain.Plain")
+    summary = _assert_completed(done, tmp_path, 3)
+    assert summary["accuracy"] > 0.8, summary
+    for daemon in workers:
+        _assert_served(daemon, log_root, summary["job_id"], "worker")
+
+
+def test_fedavg_job_runs_with_a_ps_in_a_fourth_namespace(lab: Lab, tmp_path: Path) -> None:
+    log_root = tmp_path / "daemon-logs"
+    *workers, ps = _start_daemons(lab, 4, log_root)
+    done = _submit(tmp_path, workers, ps, "--codec", "fedavg.FedAvgClient",
+                   "--ps-codec", "fedavg.FedAvgServer", "--param", "local_steps=10")  # fmt: skip
+    summary = _assert_completed(done, tmp_path, 3)
+    assert summary["bytes_sent"]["ps"] > 0, summary["bytes_sent"]
+    for daemon in workers:
+        _assert_served(daemon, log_root, summary["job_id"], "worker")
+    _assert_served(ps, log_root, summary["job_id"], "ps")
