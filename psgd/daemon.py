@@ -64,7 +64,8 @@ class Daemon:
             else:
                 self.control.bind(tcp_address(bind, port))
         except zmq.ZMQError as exc:
-            self.close()
+            self.control.close(linger=0)
+            self.context.term()
             raise PsgdError(f"cannot listen on {tcp_address(bind, port)}: {exc}") from None
         self.port = port
         self.address = tcp_address(bind, port)

@@ -295,3 +295,16 @@ def test_daemon_survives_garbage_and_stops_cleanly_on_sigterm(spawn_daemons):
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=15) == 0
     assert "stopped after 0 jobs" in log()
+
+
+def test_port_in_use_is_one_clear_line_and_exit_code_1(spawn_daemons, tmp_path):
+    daemon = spawn_daemons(1)[0]
+    second = subprocess.run(
+        [sys.executable, str(REPO / "worker.py"), "--port", str(daemon.endpoint.port),
+         "--log-dir", str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=30, env=ENV,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert "Traceback" not in second.stderr
+    assert second.stderr.strip().startswith("psgd-worker: cannot listen on tcp://127.0.0.1:")
+    assert "Address already in use" in second.stderr
