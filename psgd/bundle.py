@@ -82,28 +82,41 @@ def load_bundle(sources: dict[str, str], names: Sequence[str], folder: Path) -> 
         if not stem.isidentifier():
             raise ConfigError(f"codec bundle: bad module name {stem!r:.40}")
         (folder / f"{stem}.py").write_text(source, encoding="utf-8")
-    classes = []
-    for name in names:
-        stem, _, class_name = name.partition(".")
-        if stem not in sources:
-            raise CodecNotFound(f"{name}: module {stem!r} is not in the shipped codec bundle")
-        module = load_module_file(folder / f"{stem}.py")
-        cls = getattr(module, class_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Codec)):
-            raise CodecNotFound(
-                f"{name}: shipped module {stem!r} has no codec class {class_name!r}"
-            )
-        classes.append(cls)
-    return classes
+    # Siblings import each other by plain name: hide same-named modules loaded from elsewhere
+    # while the bundle loads, so it only ever sees its own, then put them back.
+    hidden = {stem: sys.modules.pop(stem) for stem in sources if stem in sys.modules}
+    try:
+        return [_load_class(name, sources, folder) for name in names]
+    finally:
+        for stem in sources:
+            module = sys.modules.get(stem)
+            if module is not None and _from_folder(module, folder):
+                del sys.modules[stem]
+        sys.modules.update(hidden)
+
+
+def _load_class(name: str, sources: dict[str, str], folder: Path) -> type[Codec]:
+    stem, _, class_name = name.partition(".")
+    if stem not in sources:
+        raise CodecNotFound(f"{name}: module {stem!r} is not in the shipped codec bundle")
+    module = load_module_file(folder / f"{stem}.py")
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise CodecNotFound(f"{name}: shipped module {stem!r} has no codec class {class_name!r}")
+    return cls
+
+
+def _from_folder(module: object, folder: Path) -> bool:
+    file = getattr(module, "__file__", None)
+    return bool(file) and Path(str(file)).resolve().parent == folder.resolve()
 
 
 def unload_bundle(folder: Path) -> None:
     """Forget every module loaded from ``folder`` (the job is over)."""
-    folder = folder.resolve()
     for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if file and Path(file).resolve().parent == folder:
+        if _from_folder(module, folder):
             del sys.modules[name]
+    folder = folder.resolve()
     from psgd import loader
 
     with loader._load_lock:

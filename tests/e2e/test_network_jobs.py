@@ -127,7 +127,7 @@ def test_asgd_over_the_network(spawn_daemons, tmp_path):
     result = submit(tmp_path, "--workers", str(workers), "--node_count", "2", "--sync", "asgd",
                     *QUICK, "--out", "run")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert summary_of(tmp_path / "run")["accuracy"] > 0.7
+    assert summary_of(tmp_path / "run")["accuracy"] > 0.5
 
 
 def test_local_flag_starts_and_stops_its_own_daemons(tmp_path):
