@@ -308,3 +308,24 @@ def test_port_in_use_is_one_clear_line_and_exit_code_1(spawn_daemons, tmp_path):
     assert "Traceback" not in second.stderr
     assert second.stderr.strip().startswith("psgd-worker: cannot listen on tcp://127.0.0.1:")
     assert "Address already in use" in second.stderr
+
+
+def test_killed_submitter_makes_the_workers_abort_and_return_to_idle(spawn_daemons, tmp_path):
+    daemons = spawn_daemons(2)
+    workers = write_workers(tmp_path / "worker.json", daemons)
+    job = subprocess.Popen(
+        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
+         "--node_count", "2", "--epochs", "50", "--out", "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    assert job.stdout is not None
+    for line in job.stdout:
+        if re.search(r" batch \d+/", line):
+            break
+    job.kill()
+    job.wait(timeout=10)
+    assert ask_state(daemons[0].endpoint) == "busy"
+    for daemon in daemons:
+        assert wait_idle(daemon.endpoint, timeout_s=20) == "idle"
+    log = "".join(p.read_text() for p in daemons[0].log.glob("worker-*.log"))
+    assert "submitter silent for" in log
