@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import click
 
 from psgd.errors import ConfigError, JobFailed, PsgdError
 from psgd.job import EXCHANGE_MODES, JobSpec, parse_param
+from psgd.runner import run_job
 
 __all__ = ["submit", "submit_main", "worker_main"]
 
@@ -50,163 +49,6 @@ class LayerSizes(click.ParamType):
         if len(sizes) < 2 or min(sizes) < 1:
             self.fail(f"expected at least two sizes >= 1, got {value!r}")
         return sizes
-
-
-class _Printer:
-    """Progress lines for the user, one thread at a time."""
-
-    def __init__(self, epochs: int, quiet: bool) -> None:
-        self.epochs = epochs
-        self.quiet = quiet
-        self.lock = threading.Lock()
-        self.start = time.perf_counter()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.quiet:
-            return
-        elapsed = time.perf_counter() - self.start
-        with self.lock:
-            head = f"[{elapsed:7.1f}s] epoch {event['epoch']}/{self.epochs}  node {event['node']}"
-            if event["type"] == "epoch":
-                click.echo(
-                    f"{head}  test loss {event['test_loss']:.4f}  "
-                    f"test accuracy {event['test_accuracy']:.4f}"
-                )
-            elif event["type"] == "progress":
-                click.echo(
-                    f"{head}  batch {event['batch']}/{event['batches']}  loss {event['loss']:.4f}"
-                )
-
-
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    click.echo("")
-    click.echo(f"job {summary['job_id']}: {summary['status']}")
-    for node in summary["nodes"]:
-        click.echo(
-            f"  node {node['node']}: test accuracy {node['accuracy']:.4f}  "
-            f"loss {node['loss']:.4f}  {node['samples_per_s']:.0f} samples/s  "
-            f"{node['bytes_sent']} bytes sent"
-        )
-    if "ps" in summary["bytes_sent"]:
-        click.echo(f"  parameter server: {summary['bytes_sent']['ps']} bytes sent")
-    click.echo(
-        f"  mean: test accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  "
-        f"{summary['samples_per_s']:.0f} samples/s  wall {summary['wall_s']:.1f}s"
-    )
-    click.echo(f"  records: {out}")
-
-
-def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, Any]:
-    """Write summary, records, model, logs and plot of a finished (or failed) job."""
-    from psgd.codec import Parameter_Server
-    from psgd.report import build_summary, write_records
-
-    summary = build_summary(
-        spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode
-    )
-    write_records(folder, result.reports)
-    for node, text in result.logs.items():
-        if text:
-            name = "ps.log" if node == Parameter_Server else f"worker-node{node}.log"
-            folder.write_text(name, text + "\n")
-    if result.weights and not result.error:
-        import numpy as np
-
-        from psgd.nn import build_mlp, save_model
-
-        model = build_mlp(spec.model, activation=spec.activation, rng=np.random.default_rng(0))
-        model.set_weights(result.weights[min(result.weights)])
-        save_model(model, folder.file("model.npz"))
-    _plot(folder, result)
-    folder.write_json("summary.json", summary)
-    return summary
-
-
-def _plot(folder: Any, result: Any) -> None:
-    try:
-        from psgd.plot import plot_run
-    except ImportError:  # plotting is a convenience; never lose a run over it
-        return
-    losses = {f"node {r.node_id}": [row["loss"] for row in r.batch_rows] for r in result.reports}
-    accuracy = {
-        f"node {r.node_id}": [row["test_accuracy"] for row in r.epoch_rows] for r in result.reports
-    }
-    try:
-        plot_run(folder.file("plot.png"), losses, accuracy, title=folder.path.name)
-    except Exception:
-        logging.getLogger(__name__).exception("could not draw plot.png")
-
-
-def run_job(
-    spec: JobSpec,
-    out: Path,
-    quiet: bool = False,
-    local: int | None = None,
-    workers_file: Path | None = None,
-    simulate: bool = False,
-) -> dict[str, Any]:
-    """Run ``spec`` in-process, on ``--local`` daemons or on the daemons of a worker.json."""
-    from psgd.prepare import prepare_job
-    from psgd.records import RunFolder
-
-    folder = RunFolder(out)
-    log_handler = logging.FileHandler(folder.file("log.txt"))
-    log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    psgd_logger = logging.getLogger("psgd")
-    psgd_logger.addHandler(log_handler)
-    psgd_logger.setLevel(logging.INFO)
-    try:
-        job = prepare_job(spec)
-        folder.write_json("job.json", spec.to_dict())
-        steps = job.trainer_config.steps_per_epoch
-        job.trainer_config.progress_every = max(1, steps // 4)
-        where = "in-process" if simulate else (f"{local} local daemons" if local else "daemons")
-        if not quiet:
-            click.echo(
-                f"job {spec.job_id}: {spec.node_count} nodes, codec {spec.codec}"
-                + (f", ps codec {spec.ps_codec}" if spec.ps_codec else "")
-                + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, {where}"
-            )
-        printer = _Printer(spec.epochs, quiet)
-        if simulate:
-            from psgd.simulate import simulate as run_in_process
-
-            result = run_in_process(job, printer)
-        else:
-            result = _run_on_daemons(job, printer, folder, local, workers_file)
-        summary = _write_run(folder, spec, result, "simulate" if simulate else "network")
-    finally:
-        psgd_logger.removeHandler(log_handler)
-        log_handler.close()
-    if not quiet:
-        _print_summary(summary, out)
-    if summary["status"] != "completed":
-        raise JobFailed(summary["error"])
-    return summary
-
-
-def _run_on_daemons(
-    job: Any, printer: Any, folder: Any, local: int | None, workers_file: Path | None
-) -> Any:
-    from psgd.local import LocalCluster
-    from psgd.submit import Submitter
-    from psgd.workers import load_workers
-
-    spec = job.spec
-    if local:
-        with LocalCluster(local, job.ps_classes is not None, folder.file("daemons")) as cluster:
-            submitter = Submitter(job, cluster.workers, cluster.ps_endpoint, printer)
-            return submitter.run()
-    listed = load_workers(workers_file or Path("worker.json"))
-    if spec.node_count > len(listed.workers):
-        raise ConfigError(
-            f"--node_count {spec.node_count} but {workers_file or 'worker.json'} lists "
-            f"{len(listed.workers)} workers"
-        )
-    if job.ps_classes is not None and listed.ps is None:
-        raise ConfigError(f"--ps-codec given but {workers_file or 'worker.json'} has no PS entry")
-    submitter = Submitter(job, listed.workers[: spec.node_count], listed.ps, printer)
-    return submitter.run()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -378,20 +220,33 @@ def _run_on_daemons(
     help="worker.json listing the daemons (default ./worker.json).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
-def submit(**options: Any) -> None:
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Leave the job running in the background; fetch the results later with "
+    "'job_submit.py retrieve RUN_DIR'.",
+)
+@click.option("--job-id", "job_id", default=None, hidden=True)
+@click.pass_context
+def submit(ctx: click.Context, **options: Any) -> None:
     """Train a model with a plug-in communication codec.
 
     \b
     Examples:
-      python job_submit.py --simulate                       # MNIST, Plain, 2 nodes, in-process
-      python job_submit.py --simulate --codec fedavg.FedAvgClient \\
+      python job_submit.py --local 2                  # 2 daemons on loopback, MNIST, Plain
+      python job_submit.py --simulate                 # the same job in-process
+      python job_submit.py --workers worker.json --codec fedavg.FedAvgClient \\
           --ps-codec fedavg.FedAvgServer --node_count 4 --param local_steps=50
+      python job_submit.py retrieve runs/<job-id>     # results of a --detach job
     """
     simulate_flag = options.pop("simulate")
     quiet = options.pop("quiet")
     out = options.pop("out")
     local = options.pop("local")
     workers_file = options.pop("workers_file")
+    detach_flag = options.pop("detach")
+    if options["job_id"] is None:
+        options.pop("job_id")
     options["params"] = dict(options["params"])
     if local:
         options["node_count"] = local
@@ -399,7 +254,11 @@ def submit(**options: Any) -> None:
         if simulate_flag and (local or workers_file):
             raise ConfigError("--simulate runs in-process: drop --local / --workers")
         spec = JobSpec(**options)
-        run_job(spec, out or Path("runs") / spec.job_id, quiet, local, workers_file, simulate_flag)
+        out = out or Path("runs") / spec.job_id
+        if detach_flag:
+            _detach(ctx, out, spec.job_id)
+            return
+        run_job(spec, out, quiet, local, workers_file, simulate_flag)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except JobFailed as exc:
@@ -410,8 +269,68 @@ def submit(**options: Any) -> None:
         sys.exit(1)
 
 
+def _as_argv(ctx: click.Context) -> list[str]:
+    """The command line of ``ctx`` again, without --detach, --out and --job-id."""
+    argv: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, click.Option) or param.name in ("detach", "out", "job_id"):
+            continue
+        if value is None or value == param.default or value == ():
+            continue
+        flag = param.opts[0]
+        if param.is_flag:
+            argv.append(flag)
+        elif param.multiple:
+            for key, item in value:
+                argv += [flag, f"{key}={item}"]
+        elif isinstance(value, list):
+            argv += [flag, ",".join(str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _detach(ctx: click.Context, out: Path, job_id: str) -> None:
+    from psgd.detach import SUBMITTER_LOG, detach
+
+    pid = detach(_as_argv(ctx), out, job_id)
+    click.echo(f"job {job_id} detached (background submitter pid {pid})")
+    click.echo(f"  progress: {out / SUBMITTER_LOG}")
+    click.echo(f"  results:  python job_submit.py retrieve {out}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Follow the progress until the job ends, or print what is there now.",
+)
+def retrieve(run_dir: Path, wait: bool) -> None:
+    """Show the results of a (detached) job's RUN_DIR, following its progress while it runs."""
+    from psgd.detach import retrieve as follow
+    from psgd.runner import print_summary
+
+    try:
+        summary = follow(run_dir, wait, click.echo)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if summary is None:
+        click.echo(f"job still running; results will be in {run_dir}")
+        sys.exit(3)
+    print_summary(summary, run_dir)
+    if summary["status"] != "completed":
+        click.echo(f"job failed: {summary['error']}", err=True)
+        sys.exit(1)
+
+
 def submit_main() -> None:
     """Console-script entry of ``psgd-submit``."""
+    if sys.argv[1:2] == ["retrieve"]:
+        retrieve(args=sys.argv[2:], prog_name="job_submit.py retrieve")
     submit(prog_name="job_submit.py")
 
 
@@ -467,6 +386,7 @@ def main() -> None:
 
 main.add_command(submit)
 main.add_command(worker)
+main.add_command(retrieve)
 
 
 def worker_main() -> None:

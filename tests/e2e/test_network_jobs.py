@@ -329,3 +329,28 @@ def test_killed_submitter_makes_the_workers_abort_and_return_to_idle(spawn_daemo
         assert wait_idle(daemon.endpoint, timeout_s=20) == "idle"
     log = "".join(p.read_text() for p in daemons[0].log.glob("worker-*.log"))
     assert "submitter silent for" in log
+
+
+def test_detached_job_runs_on_and_retrieve_fetches_its_results(tmp_path):
+    started = submit(tmp_path, "--local", "2", *QUICK, "--param", "note=x", "--out", "run",
+                     "--detach")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "detached" in started.stdout and "retrieve run" in started.stdout
+    fetched = subprocess.run(
+        [sys.executable, str(REPO / "job_submit.py"), "retrieve", "run"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert "completed" in fetched.stdout and "mean: test accuracy" in fetched.stdout
+    summary = summary_of(tmp_path / "run")
+    assert summary["status"] == "completed" and summary["spec"]["params"] == {"note": "x"}
+    assert summary["spec"]["train_samples"] == 6000
+
+
+def test_retrieve_of_a_folder_without_a_run_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    fetched = subprocess.run(
+        [sys.executable, str(REPO / "job_submit.py"), "retrieve", "empty"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    assert fetched.returncode == 1 and "no run here" in fetched.stderr
