@@ -204,6 +204,22 @@ class LayerSizes(click.ParamType):
     default=None,
     help="Run folder (default runs/<job-id>/); a finished run is never overwritten.",
 )
+@click.option(
+    "--partition-arg",
+    "partition_args",
+    type=ParamType(),
+    multiple=True,
+    help="Option of the partition scheme, e.g. alpha=0.5 (dirichlet), "
+    "shards_per_part=2 (shards), sigma=1.0 (unequal); repeatable.",
+)
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    metavar="NODE:KIND[:ARG]",
+    help="Simulate an attack on a node: label_flip[:a->b], sign_flip[:scale], "
+    "gaussian[:sigma], scale[:factor]; repeatable.",
+)
 @click.option("--simulate", is_flag=True, help="Run every node in this process (no daemons).")
 @click.option(
     "--local",
@@ -248,6 +264,8 @@ def submit(ctx: click.Context, **options: Any) -> None:
     if options["job_id"] is None:
         options.pop("job_id")
     options["params"] = dict(options["params"])
+    options["partition_args"] = dict(options["partition_args"])
+    options["attacks"] = list(options["attacks"])
     if local:
         options["node_count"] = local
     try:
@@ -282,8 +300,8 @@ def _as_argv(ctx: click.Context) -> list[str]:
         if param.is_flag:
             argv.append(flag)
         elif param.multiple:
-            for key, item in value:
-                argv += [flag, f"{key}={item}"]
+            for item in value:
+                argv += [flag, "=".join(map(str, item)) if isinstance(item, tuple) else item]
         elif isinstance(value, list):
             argv += [flag, ",".join(str(v) for v in value)]
         else:

@@ -111,6 +111,8 @@ class JobSpec:
     seed: int = 0
     timeout_s: float = 60.0
     params: dict[str, Any] = field(default_factory=dict)
+    partition_args: dict[str, Any] = field(default_factory=dict)
+    attacks: list[str] = field(default_factory=list)
     train_samples: int | None = None
     test_samples: int | None = None
     job_id: str = field(default_factory=new_job_id)

@@ -19,6 +19,7 @@ import numpy as np
 import zmq
 
 from psgd import protocol
+from psgd.attacks import parse_attacks
 from psgd.bundle import load_bundle, unload_bundle
 from psgd.channel import JobAborted
 from psgd.codec import Codec
@@ -73,9 +74,15 @@ class JobRun:
         self.channel = channel
         self.folder = folder
         self.outbox = outbox
+        spec = self.spec
         self.settings = GlobalSettings(
-            self.spec.node_count, self.spec.redundancy, self.spec.assignment, self.spec.params
-        )
+            spec.node_count, spec.redundancy, spec.assignment, spec.params,
+            node_samples=[int(n) for n in message["node_samples"]],
+            learn_rate=spec.learn_rate, batch_size=spec.batch_size,
+        )  # fmt: skip
+        self.attack = parse_attacks(spec.attacks, spec.node_count).get(self.node_id)
+        if self.attack is not None and self.attack.on_data:
+            self.attack = None  # data attacks were applied by the submitter
         self.last_heard = time.monotonic()
         self.started = False
         self.aborted = False
@@ -163,7 +170,7 @@ class JobRun:
         test = tuple(self.content["test"])
         trainer = Trainer(
             self.node_id, model, blocks, test, self.classes, self.channel, self.config,
-            self._emit, self._abort.is_set,
+            self._emit, self._abort.is_set, self.attack,
         )  # fmt: skip
         try:
             report = trainer.train()
@@ -189,7 +196,8 @@ class JobRun:
         )
 
     def _run_server(self) -> None:
-        codecs = CodecSet(self.node_id, self.classes, self.channel)
+        initial = list(self.content["weights"]) if isinstance(self.content, dict) else None
+        codecs = CodecSet(self.node_id, self.classes, self.channel, initial)
         try:
             serve(codecs, self._finish)
         finally:

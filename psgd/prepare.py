@@ -5,17 +5,18 @@ Shared by the in-process runner and the submitter, so both start every job ident
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from psgd.attacks import Attack, parse_attacks
 from psgd.codec import Codec
 from psgd.data import Dataset, load_dataset, partition
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.nn import Sequential, build_mlp
+from psgd.nn import Sequential, build_mlp, make_optimizer
 from psgd.settings import GlobalSettings
 from psgd.trainer import TrainerConfig, per_block_batch, steps_per_epoch
 
@@ -34,6 +35,7 @@ class PreparedJob:
     initial_weights: list[np.ndarray]
     block_indices: list[np.ndarray]
     trainer_config: TrainerConfig
+    attacks: dict[int, Attack] = field(default_factory=dict)
 
     def build_model(self) -> Sequential:
         """A fresh model holding the job's initial weights."""
@@ -45,10 +47,19 @@ class PreparedJob:
     def node_blocks(self, node_id: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """``{block_id: (x, y)}`` for every block node ``node_id`` holds."""
         data = self.dataset
-        return {
+        blocks = {
             b: (data.x_train[self.block_indices[b]], data.y_train[self.block_indices[b]])
             for b in self.settings.node_2_block[node_id]
         }
+        attack = self.attacks.get(node_id)
+        if attack is not None and attack.on_data:
+            blocks = {b: (x, attack.poison_labels(y)) for b, (x, y) in blocks.items()}
+        return blocks
+
+    def update_attack(self, node_id: int) -> Attack | None:
+        """The attack node ``node_id`` applies to what it sends, if any."""
+        attack = self.attacks.get(node_id)
+        return attack if attack is not None and not attack.on_data else None
 
 
 def _check_model(spec: JobSpec, dataset: Dataset) -> None:
@@ -69,7 +80,10 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
 
     Raises ``ConfigError`` / ``CodecNotFound`` / ``DatasetError`` before any training starts.
     """
-    settings = GlobalSettings(spec.node_count, spec.redundancy, spec.assignment, spec.params)
+    settings = GlobalSettings(
+        spec.node_count, spec.redundancy, spec.assignment, spec.params,
+        learn_rate=spec.learn_rate, batch_size=spec.batch_size,
+    )  # fmt: skip
     codec_classes = [resolve_codec(name, cwd) for name in spec.codec_names()]
     ps_names = spec.ps_codec_names()
     ps_classes = [resolve_codec(name, cwd) for name in ps_names] if ps_names else None
@@ -79,7 +93,12 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     _check_model(spec, dataset)
     rng = np.random.default_rng(spec.seed)
     model = build_mlp(spec.model, activation=spec.activation, rng=rng)
-    blocks = partition(dataset.y_train, settings.block_count, spec.partition, rng=rng)
+    blocks = partition(
+        dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
+    )
+    settings.node_samples = [
+        sum(len(blocks[b]) for b in settings.node_2_block[n]) for n in range(spec.node_count)
+    ]
     held = len(settings.node_2_block[0])
     block_batch = per_block_batch(spec.batch_size, held)
     config = TrainerConfig(
@@ -93,6 +112,9 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
         seed=spec.seed,
         steps_per_epoch=steps_per_epoch([len(b) for b in blocks], block_batch),
     )
+    make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
+    attacks = parse_attacks(spec.attacks, spec.node_count)
     return PreparedJob(
-        spec, settings, dataset, codec_classes, ps_classes, model.get_weights(), blocks, config
-    )
+        spec, settings, dataset, codec_classes, ps_classes, model.get_weights(), blocks, config,
+        attacks,
+    )  # fmt: skip

@@ -60,6 +60,7 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "role": str,
         "spec": dict,
         "trainer": dict,
+        "node_samples": list,
         "bundle": dict,
         "codecs": list,
     },

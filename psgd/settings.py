@@ -89,6 +89,8 @@ class GlobalSettings:
     node_2_block, block_2_node:
         ``node_2_block[node]`` lists the blocks a node holds; ``block_2_node[block]`` the
         nodes that hold a block.
+    node_samples, learn_rate, batch_size:
+        psgd extensions: training samples per worker, the job's learning rate and batch size.
     """
 
     _default: GlobalSettings | None = None
@@ -101,12 +103,20 @@ class GlobalSettings:
         redundancy: int = 1,
         assignment: str = "iid",
         params: Mapping[str, Any] | None = None,
+        node_samples: list[int] | None = None,
+        learn_rate: float = 0.0,
+        batch_size: int = 0,
     ) -> None:
         self.assignment_name = assignment
         self.block_assignment = make_assignment(assignment, node_count, redundancy)
         self.node_count = node_count
         self.redundancy = redundancy
         self.params: dict[str, Any] = dict(params or {})
+        #: Training samples each worker holds (for sample-count weighting), when known.
+        self.node_samples: list[int] = list(node_samples or [])
+        #: The job's learning rate and per-node batch size (0 when unknown).
+        self.learn_rate = learn_rate
+        self.batch_size = batch_size
 
     @property
     def nodes(self) -> list[int]:

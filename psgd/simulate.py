@@ -82,6 +82,7 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> RunResult:
                 job.trainer_config,
                 emit,
                 lambda: network.aborted,
+                job.update_attack(node_id),
             )
             trainer.train()
             countdown.finish_one()
@@ -103,7 +104,7 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> RunResult:
         assert job.ps_classes is not None
         channel = network.channel(Parameter_Server)
         try:
-            codecs = CodecSet(Parameter_Server, job.ps_classes, channel)
+            codecs = CodecSet(Parameter_Server, job.ps_classes, channel, job.initial_weights)
             try:
                 serve(codecs, countdown.done)
             finally:

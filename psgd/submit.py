@@ -142,13 +142,19 @@ class Submitter:
         job = self.job
         sources, names = bundle_codecs(job.codec_classes)
         trainer = dataclasses.asdict(job.trainer_config)
-        common = {"job": job.spec.job_id, "spec": job.spec.to_dict(), "trainer": trainer}
+        common = {
+            "job": job.spec.job_id,
+            "spec": job.spec.to_dict(),
+            "trainer": trainer,
+            "node_samples": job.settings.node_samples,
+        }
         test = (job.dataset.x_test, job.dataset.y_test)
         for node in self.nodes.values():
             if node.node == Parameter_Server:
                 assert job.ps_classes is not None
                 ps_sources, ps_names = bundle_codecs(job.ps_classes)
-                frames = protocol.make(protocol.JOB, None, node=node.node, role="ps",
+                frames = protocol.make(protocol.JOB, {"weights": job.initial_weights},
+                                       node=node.node, role="ps",
                                        bundle=ps_sources, codecs=ps_names, **common)  # fmt: skip
             else:
                 content = {"weights": job.initial_weights, "blocks": job.node_blocks(node.node),

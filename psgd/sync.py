@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from psgd.channel import Channel, JobAborted, Package
 from psgd.codec import BlockWeight, Codec, collect_packages
 from psgd.errors import CodecError, PsgdError, SyncTimeout
@@ -34,9 +36,17 @@ class CodecSet:
     Every call's return value is checked and what it asks for is sent through ``channel``.
     A codec that raises, or returns something else than packages, becomes a ``CodecError``
     naming the node, the layer, the class and the method, with the original traceback.
+    A codec that defines ``initial_weights(value)`` is given its layer's initial value (the
+    job's initial model) before anything else; it may return packages like the other calls.
     """
 
-    def __init__(self, node_id: int, classes: Sequence[type[Codec]], channel: Channel) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        classes: Sequence[type[Codec]],
+        channel: Channel,
+        initial: Sequence[Any] | None = None,
+    ) -> None:
         self.node_id = node_id
         self.channel = channel
         self.codecs: list[Codec] = []
@@ -50,6 +60,10 @@ class CodecSet:
                 ) from exc
         self._locks = [threading.Lock() for _ in self.codecs]
         self.packages_sent = 0
+        if initial is not None:
+            for layer, codec in enumerate(self.codecs):
+                if callable(getattr(codec, "initial_weights", None)):
+                    self.call(layer, "initial_weights", np.array(initial[layer], copy=True))
 
     def __len__(self) -> int:
         return len(self.codecs)

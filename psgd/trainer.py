@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from psgd.attacks import Attack
 from psgd.channel import Channel, JobAborted
 from psgd.codec import BlockWeight, Codec
 from psgd.nn import Sequential, make_optimizer
@@ -164,6 +165,8 @@ class Trainer:
         Receives progress events (dicts with a ``type`` key).
     aborted:
         Returns True once the job is stopped from outside; checked before every batch.
+    attack:
+        An update attack this node simulates (what it sends is tampered with), or None.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class Trainer:
         config: TrainerConfig,
         emit: Emit | None = None,
         aborted: Callable[[], bool] | None = None,
+        attack: Attack | None = None,
     ) -> None:
         self.node_id = node_id
         self.model = model
@@ -186,7 +190,9 @@ class Trainer:
         self.emit = emit or (lambda event: None)
         self.aborted = aborted or (lambda: False)
         self.channel = channel
-        self.codecs = CodecSet(node_id, codec_classes, channel)
+        self.codecs = CodecSet(node_id, codec_classes, channel, [v.value for v in self.variables])
+        self.attack = attack
+        self._attack_rng = np.random.default_rng([config.seed, node_id, 7])
         self.modes = exchange_modes(codec_classes, config.exchange)
         self.driver = make_driver(config.sync, self.codecs, config.timeout_s)
         batch = per_block_batch(config.batch_size, len(blocks))
@@ -223,6 +229,8 @@ class Trainer:
             self.report.samples += len(x)
             for layer, variable in enumerate(self.variables):
                 delta = self.optimizers[layer][block_id].delta(variable.grad)
+                if self.attack is not None:
+                    delta = self.attack.tamper(delta, self._attack_rng)
                 if self.modes[layer] == "params":
                     np.subtract(variable.value, delta, out=delta)
                 contents[layer].append(BlockWeight(delta, block_id))
@@ -243,12 +251,14 @@ class Trainer:
     def _record_batch(self, epoch: int, step: int, loss: float) -> None:
         report = self.report
         report.batches += 1
+        sent_before = report.bytes_sent
         report.bytes_sent = self.channel.bytes_sent
         report.batch_rows.append(
             {
                 "epoch": epoch,
                 "batch": step,
                 "loss": round(loss, 6),
+                "bytes_round": report.bytes_sent - sent_before,
                 "bytes_sent": report.bytes_sent,
                 "time_s": round(report.train_s, 4),
             }

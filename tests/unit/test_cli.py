@@ -40,7 +40,7 @@ def test_simulated_run_writes_summary_and_records(tmp_path):
     for name in ("train-node0.csv", "eval-node1.csv", "model.npz", "log.txt", "job.json"):
         assert (out / name).exists(), name
     rows = (out / "train-node0.csv").read_text().splitlines()
-    assert rows[0] == "epoch,batch,loss,bytes_sent,time_s" and len(rows) > 10
+    assert rows[0] == "epoch,batch,loss,bytes_round,bytes_sent,time_s" and len(rows) > 10
 
 
 def test_finished_run_folder_is_never_overwritten(tmp_path):

@@ -126,3 +126,31 @@ def test_single_node_dummy_learns_in_both_exchange_modes(exchange):
     result = run(codec="dummy.DummyCodec", node_count=1, exchange=exchange)
     assert result.error is None and result.reports[0].accuracy > 0.85
     assert result.reports[0].bytes_sent == 0
+
+
+class KnowsItsStart(Codec):
+    """Checks the initial_weights hook: gets its layer's starting value before any batch."""
+
+    seen: list = []
+
+    def initial_weights(self, value):
+        type(self).seen.append((self.node_id, value.shape))
+        self.start = value
+
+    def dispose(self):
+        pass
+
+    def update_blocks(self, block_weight):
+        assert block_weight.content.shape == self.start.shape
+        self.set_result(block_weight.content)
+
+    def receive_blocks(self, content):
+        return None
+
+
+def test_codecs_with_an_initial_weights_hook_get_their_layer_start_value():
+    KnowsItsStart.seen = []
+    result = run(codec=f"{__file__}:KnowsItsStart", node_count=2)
+    assert result.error is None
+    shapes = sorted(shape for node, shape in KnowsItsStart.seen if node == 0)
+    assert shapes == sorted([(784, 128), (128,), (128, 128), (128,), (128, 10), (10,)])
