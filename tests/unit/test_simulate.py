@@ -150,7 +150,9 @@ class KnowsItsStart(Codec):
 
 def test_codecs_with_an_initial_weights_hook_get_their_layer_start_value():
     KnowsItsStart.seen = []
-    result = run(codec=f"{__file__}:KnowsItsStart", node_count=2)
+    job = prepare_job(JobSpec(**SMALL, node_count=2))
+    job.codec_classes = [KnowsItsStart] * len(job.codec_classes)
+    result = simulate(job)
     assert result.error is None
     shapes = sorted(shape for node, shape in KnowsItsStart.seen if node == 0)
     assert shapes == sorted([(784, 128), (128,), (128, 128), (128,), (128, 10), (10,)])
