@@ -21,7 +21,7 @@ Both figures are aggregate samples/s (the sum over the two workers of each one's
 Repeats interleave the two sides, alternating which goes first; the script prints the
 medians and the ratio psgd/baseline. The bar: ratio >= 0.8.
 
-    python bench/bench_network_job.py [--repeats 5] [--steps 450]
+    python bench/bench_network_job.py [--repeats 7] [--steps 450]
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def psgd_run(steps: int, test_samples: int, out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     most = MNIST_TRAIN // (2 * BATCH)
     parser.add_argument("--steps", type=int, default=450, help=f"batches per worker (<= {most})")
     parser.add_argument("--test-samples", type=int, default=1000, help="psgd's evaluation set")
