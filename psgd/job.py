@@ -53,14 +53,14 @@ def layer_codec_names(codec: str | dict[int, str], layer_count: int) -> list[str
     or exactly one bare name per layer, in order (Parallel-SGD's list form); or a dict
     ``{layer_index: name}`` with an optional ``-1`` default entry.
     """
+    mapping: dict[int, str] = {}
     if isinstance(codec, dict):
-        mapping = {int(k): str(v) for k, v in codec.items()}
+        mapping.update({int(k): str(v) for k, v in codec.items()})
     else:
         items = [item.strip() for item in str(codec).split(",") if item.strip()]
         if not items:
             raise ConfigError("--codec: no codec named")
         bare = [item for item in items if "=" not in item]
-        mapping = {}
         if len(bare) == layer_count and len(bare) > 1:
             mapping.update(enumerate(bare))
         elif len(bare) == 1:
@@ -77,15 +77,15 @@ def layer_codec_names(codec: str | dict[int, str], layer_count: int) -> list[str
                     mapping[int(index)] = name.strip()
                 except ValueError:
                     raise ConfigError(f"--codec: bad layer index in {item!r}") from None
-    for index in mapping:
-        if index != -1 and not 0 <= index < layer_count:
-            raise ConfigError(f"--codec: layer {index} out of range 0..{layer_count - 1}")
-    names = []
+    for layer_index in mapping:
+        if layer_index != -1 and not 0 <= layer_index < layer_count:
+            raise ConfigError(f"--codec: layer {layer_index} out of range 0..{layer_count - 1}")
+    names: list[str] = []
     for layer in range(layer_count):
-        name = mapping.get(layer, mapping.get(-1))
-        if name is None:
+        chosen = mapping.get(layer, mapping.get(-1))
+        if chosen is None:
             raise ConfigError(f"--codec: no codec for layer {layer} and no default given")
-        names.append(name)
+        names.append(chosen)
     return names
 
 
@@ -145,12 +145,12 @@ class JobSpec:
             raise ConfigError(
                 f"--model: expected layer sizes like 784,128,128,10, got {self.model}"
             )
-        for option, value in (
+        for option, limit in (
             ("--train-samples", self.train_samples),
             ("--test-samples", self.test_samples),
         ):
-            if value is not None and value < 1:
-                raise ConfigError(f"{option}: must be >= 1, got {value}")
+            if limit is not None and limit < 1:
+                raise ConfigError(f"{option}: must be >= 1, got {limit}")
 
     @property
     def layer_count(self) -> int:

@@ -69,7 +69,7 @@ def start_daemon(
         lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
-    seen = []
+    seen: list[str] = []
     while True:
         try:
             line = lines.get(timeout=START_TIMEOUT_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,10 @@ def _plot(folder: Any, result: Any) -> None:
         from psgd.plot import plot_run
     except ImportError:  # plotting is a convenience; never lose a run over it
         return
-    losses = {f"node {r.node_id}": [row["loss"] for row in r.batch_rows] for r in result.reports}
-    accuracy = {
+    losses: dict[str, Sequence[float]] = {
+        f"node {r.node_id}": [row["loss"] for row in r.batch_rows] for r in result.reports
+    }
+    accuracy: dict[str, Sequence[float]] = {
         f"node {r.node_id}": [row["test_accuracy"] for row in r.epoch_rows] for r in result.reports
     }
     try:

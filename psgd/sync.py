@@ -207,7 +207,7 @@ def serve(codecs: CodecSet, stop: threading.Event) -> None:
             codecs.deliver(package)
 
 
-SYNC_MODES = {"ssgd": SSGD, "asgd": ASGD}
+SYNC_MODES: dict[str, type[SSGD] | type[ASGD]] = {"ssgd": SSGD, "asgd": ASGD}
 
 
 def make_driver(mode: str, codecs: CodecSet, timeout_s: float) -> SSGD | ASGD:
