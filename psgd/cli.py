@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from psgd.cli_keys import keys
+from psgd.cli_worker import worker
 from psgd.errors import ConfigError, JobFailed, PsgdError
 from psgd.job import EXCHANGE_MODES, JobSpec, parse_param
 from psgd.runner import run_job
 
-__all__ = ["submit", "submit_main", "worker_main"]
+__all__ = ["main", "psgd_main", "submit", "submit_main", "worker_main"]
 
 _OPTIMIZERS = ["sgd", "momentum", "adam", "adagrad", "rmsprop"]
 _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
@@ -242,6 +242,19 @@ class LayerSizes(click.ParamType):
     help="Leave the job running in the background; fetch the results later with "
     "'job_submit.py retrieve RUN_DIR'.",
 )
+@click.option(
+    "--keys",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CURVE key folder (psgd keys generate) for daemons started "
+    "with --keys; --local daemons get it too.",
+)
+@click.option(
+    "--key-name",
+    default="submitter",
+    show_default=True,
+    help="Which key pair in --keys is this submitter's.",
+)
 @click.option("--job-id", "job_id", default=None, hidden=True)
 @click.pass_context
 def submit(ctx: click.Context, **options: Any) -> None:
@@ -261,6 +274,8 @@ def submit(ctx: click.Context, **options: Any) -> None:
     local = options.pop("local")
     workers_file = options.pop("workers_file")
     detach_flag = options.pop("detach")
+    keys_dir = options.pop("keys")
+    key_name = options.pop("key_name")
     if options["job_id"] is None:
         options.pop("job_id")
     options["params"] = dict(options["params"])
@@ -276,7 +291,7 @@ def submit(ctx: click.Context, **options: Any) -> None:
         if detach_flag:
             _detach(ctx, out, spec.job_id)
             return
-        run_job(spec, out, quiet, local, workers_file, simulate_flag)
+        run_job(spec, out, quiet, local, workers_file, simulate_flag, keys_dir, key_name)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except JobFailed as exc:
@@ -352,51 +367,6 @@ def submit_main() -> None:
     submit(prog_name="job_submit.py")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=15387,
-    show_default=True,
-    help="Control port; 0 picks a free port and prints the address.",
-)
-@click.option(
-    "--bind",
-    default="127.0.0.1",
-    show_default=True,
-    help="Interface to listen on (0.0.0.0 for every interface).",
-)
-@click.option(
-    "--log-dir",
-    "log_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("logs"),
-    show_default=True,
-    help="Folder of the daemon's log file.",
-)
-def worker(port: int, bind: str, log_dir: Path) -> None:
-    """Start a psgd worker daemon: serves jobs one after another until Ctrl-C / SIGTERM."""
-    from psgd.daemon import Daemon
-
-    log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        daemon = Daemon(bind=bind, port=port)
-    except PsgdError as exc:
-        click.echo(f"psgd-worker: {exc}", err=True)
-        sys.exit(1)
-    log_file = log_dir / f"worker-{daemon.port}.log"
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(), logging.FileHandler(log_file)]
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        logging.getLogger("psgd").addHandler(handler)
-    logging.getLogger("psgd").setLevel(logging.INFO)
-    click.echo(f"psgd worker listening on {daemon.address} (pid {os.getpid()}, log {log_file})")
-    sys.stdout.flush()
-    daemon.install_signal_handlers()
-    daemon.serve_forever()
-
-
 @click.group()
 def main() -> None:
     """psgd commands."""
@@ -405,11 +375,17 @@ def main() -> None:
 main.add_command(submit)
 main.add_command(worker)
 main.add_command(retrieve)
+main.add_command(keys)
 
 
 def worker_main() -> None:
     """Console-script entry of ``psgd-worker``."""
     worker(prog_name="worker.py")
+
+
+def psgd_main() -> None:
+    """Console-script entry of ``psgd`` (submit, worker, retrieve, keys)."""
+    main(prog_name="psgd")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ sockets (``transport.PeerChannel``); what it reports goes through a queue to the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -23,7 +24,9 @@ import zmq
 
 from psgd import protocol, wire
 from psgd.errors import MalformedMessage, PsgdError
+from psgd.handshakes import HandshakeMonitor
 from psgd.jobrun import JobRun, prepare_run
+from psgd.security import Security
 from psgd.transport import HEARTBEAT_INTERVAL_S, LIVENESS_INTERVALS, new_socket, tcp_address
 from psgd.workers import DEFAULT_PORT
 
@@ -45,6 +48,11 @@ class Daemon:
         Control port; 0 picks a free one (see ``address``).
     work_dir:
         Where jobs unpack their codec bundles (a temp folder by default).
+    limits:
+        Largest message and frame count (``wire.Limits``) accepted, and ``max_job_bytes``
+        for a job (its data and code).
+    security:
+        CURVE keys: only authorised clients get through, everything is encrypted.
     """
 
     def __init__(
@@ -53,11 +61,19 @@ class Daemon:
         port: int = DEFAULT_PORT,
         work_dir: Path | None = None,
         limits: wire.Limits = wire.DEFAULT_LIMITS,
+        max_job_bytes: int = 1 << 30,
+        security: Security | None = None,
     ) -> None:
         self.bind = bind
         self.limits = limits
+        self.max_job_bytes = max_job_bytes
+        self.security = security
         self.context = zmq.Context()
-        self.control = new_socket(self.context, zmq.ROUTER)
+        self.authenticator = security.start_authenticator(self.context) if security else None
+        self.control = new_socket(
+            self.context, zmq.ROUTER, security=security, server=True,
+            max_frame_bytes=self._largest,
+        )  # fmt: skip
         try:
             if port == 0:
                 port = self.control.bind_to_random_port(tcp_address(bind, 0).rsplit(":", 1)[0])
@@ -65,6 +81,8 @@ class Daemon:
                 self.control.bind(tcp_address(bind, port))
         except zmq.ZMQError as exc:
             self.control.close(linger=0)
+            if self.authenticator is not None:
+                self.authenticator.stop()
             self.context.term()
             raise PsgdError(f"cannot listen on {tcp_address(bind, port)}: {exc}") from None
         self.port = port
@@ -93,13 +111,21 @@ class Daemon:
         _log.info("worker listening on %s (pid %d)", self.address, os.getpid())
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
+        monitor = HandshakeMonitor(self.control, self.address) if self.security else None
+        if monitor is not None:
+            poller.register(monitor.socket, zmq.POLLIN)
         try:
             while not self.stop_event.is_set():
-                if poller.poll(_POLL_MS):
+                ready = dict(poller.poll(_POLL_MS))
+                if self.control in ready:
                     self._receive()
+                if monitor is not None and monitor.socket in ready:
+                    monitor.drain()
                 self._flush_outbox()
                 self._tick()
         finally:
+            if monitor is not None:
+                monitor.close()
             if self.job is not None:
                 self.job.abort("worker shutting down")
                 self.job.join()
@@ -118,6 +144,8 @@ class Daemon:
 
     def close(self) -> None:
         self.control.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self.context.term()
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -128,8 +156,12 @@ class Daemon:
             self._drop(frames, "no identity or no body")
             return
         identity = frames[0].bytes
+        size = sum(len(f.buffer) for f in frames[1:])
+        if len(frames) - 1 > self.limits.max_frames or size > self._largest:
+            self._refuse(identity, frames, size, "")
+            return
         try:
-            message = protocol.parse(frames[1:], protocol.CONTROL_TYPES)
+            message = protocol.parse(frames[1:], protocol.CONTROL_TYPES, self._decode_limits)
         except wire.VersionMismatch as exc:
             _log.warning("refused a %r from a peer speaking protocol %r", exc.kind, exc.theirs)
             reason = (
@@ -141,6 +173,11 @@ class Daemon:
         except MalformedMessage as exc:
             self._drop(frames, str(exc))
             return
+        if size > (
+            self.max_job_bytes if message.type == protocol.JOB else self.limits.max_message_bytes
+        ):
+            self._refuse(identity, frames, size, message.type, message.fields)
+            return
         handler = self._handlers.get(message.type)
         if handler is None:
             self._drop(frames, f"{message.type!r} is not for a worker")
@@ -150,6 +187,47 @@ class Daemon:
         except Exception:
             _log.exception("handler for %r failed; message dropped", message.type)
             self.dropped += 1
+
+    @property
+    def _largest(self) -> int:
+        return max(self.limits.max_message_bytes, self.max_job_bytes)
+
+    @property
+    def _decode_limits(self) -> wire.Limits:
+        return dataclasses.replace(self.limits, max_message_bytes=self._largest)
+
+    def _refuse(
+        self,
+        identity: bytes,
+        frames: list[Any],
+        size: int,
+        kind: str,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Drop a message over this worker's limits and tell its sender which limit."""
+        parts = len(frames) - 1
+        if parts > self.limits.max_frames:
+            reason = f"{parts} frames exceed the limit of {self.limits.max_frames} (--max-frames)"
+        elif kind == protocol.JOB:
+            reason = (
+                f"job of {size / 1e6:.1f} MB exceeds the limit of "
+                f"{self.max_job_bytes / 1e6:.1f} MB (--max-job-mb)"
+            )
+        else:
+            limit = self.limits.max_message_bytes if kind else self._largest
+            reason = (
+                f"message of {size / 1e6:.1f} MB exceeds the limit of {limit / 1e6:.1f} MB "
+                "(--max-message-mb)"
+            )
+        reason = f"worker {self.address}: {reason}"
+        self._drop(frames, reason)
+        if kind == protocol.JOB and fields is not None:
+            reply = protocol.make(
+                protocol.REJECTED, job=fields["job"], node=fields["node"], reason=reason
+            )
+        else:
+            reply = protocol.make(protocol.REFUSED, reason=reason)
+        self._send(identity, reply)
 
     def _drop(self, frames: list[Any], why: str) -> None:
         self.dropped += 1
@@ -207,7 +285,15 @@ class Daemon:
 
     def _on_hello(self, identity: bytes, message: protocol.Message) -> None:
         state = "idle" if self.job is None else "busy"
-        fields: dict[str, Any] = {"state": state, "pid": os.getpid()}
+        fields: dict[str, Any] = {
+            "state": state,
+            "pid": os.getpid(),
+            "limits": {
+                "max_message_bytes": self.limits.max_message_bytes,
+                "max_job_bytes": self.max_job_bytes,
+                "max_frames": self.limits.max_frames,
+            },
+        }
         if self.job is not None:
             fields["busy_with"] = self.job.job_id
         self._send(identity, protocol.make(protocol.HELLO_REPLY, **fields))
@@ -222,8 +308,9 @@ class Daemon:
             return
         try:
             run = prepare_run(
-                message, identity, self.context, self.bind, self.work_dir, self.outbox
-            )
+                message, identity, self.context, self.bind, self.work_dir, self.outbox,
+                self.limits, self.security,
+            )  # fmt: skip
         except Exception as exc:
             _log.warning("job %s node %s rejected: %s", job_id, node, exc)
             self._send(

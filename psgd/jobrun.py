@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from psgd import protocol
+from psgd import protocol, wire
 from psgd.attacks import parse_attacks
 from psgd.bundle import load_bundle, unload_bundle
 from psgd.channel import JobAborted
@@ -26,6 +26,7 @@ from psgd.codec import Codec
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
 from psgd.nn import build_mlp
+from psgd.security import Security
 from psgd.settings import GlobalSettings
 from psgd.sync import CodecSet, serve
 from psgd.trainer import Trainer, TrainerConfig
@@ -218,6 +219,8 @@ def prepare_run(
     bind_host: str,
     work_dir: Path,
     outbox: Outbox,
+    limits: wire.Limits = wire.DEFAULT_LIMITS,
+    security: Security | None = None,
 ) -> JobRun:
     """Check a JOB message, load its codecs and open its data channel; raises on any problem."""
     role = message["role"]
@@ -234,7 +237,9 @@ def prepare_run(
         detail = traceback.format_exc()
         raise ConfigError(f"cannot load the codec: {type(exc).__name__}: {exc}\n{detail}") from None
     aborted = threading.Event()
-    channel = PeerChannel(context, message["node"], message["job"], bind_host, aborted.is_set)
+    channel = PeerChannel(
+        context, message["node"], message["job"], bind_host, aborted.is_set, limits, security
+    )
     run = JobRun(message, submitter, classes, channel, folder, outbox)
     channel.aborted = run._abort.is_set
     return run

@@ -88,7 +88,10 @@ def start_daemon(
 class LocalCluster:
     """N worker daemons (and optionally one for the PS) on loopback, as a context manager."""
 
-    def __init__(self, workers: int, with_ps: bool, log_dir: Path) -> None:
+    def __init__(
+        self, workers: int, with_ps: bool, log_dir: Path, keys: Path | None = None
+    ) -> None:
+        self.extra = ["--keys", str(keys)] if keys else []
         self.count = workers
         self.with_ps = with_ps
         self.log_dir = log_dir
@@ -98,9 +101,9 @@ class LocalCluster:
     def __enter__(self) -> LocalCluster:
         try:
             for _ in range(self.count):
-                self.daemons.append(start_daemon(self.log_dir))
+                self.daemons.append(start_daemon(self.log_dir, extra=self.extra))
             if self.with_ps:
-                self.ps = start_daemon(self.log_dir)
+                self.ps = start_daemon(self.log_dir, extra=self.extra)
         except BaseException:
             self.stop()
             raise

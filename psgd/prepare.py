@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from psgd.attacks import Attack, parse_attacks
-from psgd.codec import Codec
+from psgd.codec import Codec, Parameter_Server
 from psgd.data import Dataset, load_dataset, partition
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
@@ -75,6 +75,25 @@ def _check_model(spec: JobSpec, dataset: Dataset) -> None:
         )
 
 
+def _try_codecs(
+    settings: GlobalSettings,
+    classes: list[type[Codec]],
+    ps_classes: list[type[Codec]] | None,
+) -> None:
+    """Build each codec once, so one that cannot start fails here, before anything ships."""
+    GlobalSettings.set_default(settings)
+    tried = [(cls, 0) for cls in dict.fromkeys(classes)]
+    tried += [(cls, Parameter_Server) for cls in dict.fromkeys(ps_classes or [])]
+    for cls, node in tried:
+        try:
+            codec = cls(node)
+            codec.dispose()
+        except Exception as exc:
+            raise ConfigError(
+                f"codec {cls.__name__}: __init__ raised {type(exc).__name__}: {exc}"
+            ) from None
+
+
 def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     """Resolve codecs, load and partition the data, build the initial model.
 
@@ -113,6 +132,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
         steps_per_epoch=steps_per_epoch([len(b) for b in blocks], block_batch),
     )
     make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
+    _try_codecs(settings, codec_classes, ps_classes)
     attacks = parse_attacks(spec.attacks, spec.node_count)
     return PreparedJob(
         spec, settings, dataset, codec_classes, ps_classes, model.get_weights(), blocks, config,

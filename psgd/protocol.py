@@ -116,12 +116,14 @@ def check_fields(type_: str, fields: dict[str, Any]) -> None:
             raise MalformedMessage(f"{type_}: field {name!r} missing or not {kind}")
 
 
-def parse(frames: list[Any], allowed: frozenset[str]) -> Message:
+def parse(
+    frames: list[Any], allowed: frozenset[str], limits: wire.Limits = wire.DEFAULT_LIMITS
+) -> Message:
     """Decode and validate frames into a ``Message`` of one of the ``allowed`` types.
 
     Another protocol version raises ``wire.VersionMismatch``.
     """
-    header, content = wire.decode(frames)
+    header, content = wire.decode(frames, limits)
     type_ = header.pop("t", None)
     if not isinstance(type_, str) or type_ not in allowed:
         raise MalformedMessage(f"unexpected message type {type_!r:.40}")

@@ -111,8 +111,14 @@ def run_job(
     local: int | None = None,
     workers_file: Path | None = None,
     simulate: bool = False,
+    keys: Path | None = None,
+    key_name: str = "submitter",
 ) -> dict[str, Any]:
-    """Run ``spec`` in-process, on ``--local`` daemons or on the daemons of a worker.json."""
+    """Run ``spec`` in-process, on ``--local`` daemons or on the daemons of a worker.json.
+
+    ``keys`` is a CURVE key folder (``psgd keys generate``): the submitter authenticates with
+    ``key_name`` and ``--local`` daemons are started with it.
+    """
     from psgd.prepare import prepare_job
     from psgd.records import RunFolder
 
@@ -140,7 +146,7 @@ def run_job(
 
             result = run_in_process(job, printer)
         else:
-            result = _run_on_daemons(job, printer, folder, local, workers_file)
+            result = _run_on_daemons(job, printer, folder, local, workers_file, keys, key_name)
         summary = _write_run(folder, spec, result, "simulate" if simulate else "network")
     finally:
         psgd_logger.removeHandler(log_handler)
@@ -153,16 +159,27 @@ def run_job(
 
 
 def _run_on_daemons(
-    job: Any, printer: Any, folder: Any, local: int | None, workers_file: Path | None
+    job: Any,
+    printer: Any,
+    folder: Any,
+    local: int | None,
+    workers_file: Path | None,
+    keys: Path | None,
+    key_name: str,
 ) -> Any:
     from psgd.local import LocalCluster
+    from psgd.security import Security
     from psgd.submit import Submitter
     from psgd.workers import load_workers
 
     spec = job.spec
+    security = Security.for_submitter(keys, key_name) if keys else None
     if local:
-        with LocalCluster(local, job.ps_classes is not None, folder.file("daemons")) as cluster:
-            submitter = Submitter(job, cluster.workers, cluster.ps_endpoint, printer)
+        logs = folder.file("daemons")
+        with LocalCluster(local, job.ps_classes is not None, logs, keys) as cluster:
+            submitter = Submitter(
+                job, cluster.workers, cluster.ps_endpoint, printer, security=security
+            )
             return submitter.run()
     listed = load_workers(workers_file or Path("worker.json"))
     if spec.node_count > len(listed.workers):
@@ -172,5 +189,7 @@ def _run_on_daemons(
         )
     if job.ps_classes is not None and listed.ps is None:
         raise ConfigError(f"--ps-codec given but {workers_file or 'worker.json'} has no PS entry")
-    submitter = Submitter(job, listed.workers[: spec.node_count], listed.ps, printer)
+    submitter = Submitter(
+        job, listed.workers[: spec.node_count], listed.ps, printer, security=security
+    )
     return submitter.run()

@@ -22,6 +22,7 @@ from psgd.codec import Parameter_Server
 from psgd.errors import JobFailed, MalformedMessage
 from psgd.prepare import PreparedJob
 from psgd.report import RunResult
+from psgd.security import Security
 from psgd.trainer import NodeReport
 from psgd.transport import HEARTBEAT_INTERVAL_S, LIVENESS_INTERVALS, new_socket, tcp_address
 from psgd.workers import Endpoint
@@ -44,6 +45,7 @@ class _Node:
     report: dict[str, Any] | None = None
     log: str = ""
     weights: list[Any] | None = None
+    limits: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -66,6 +68,8 @@ class Submitter:
         Receives progress events from the workers.
     answer_timeout_s:
         How long a daemon may take to answer the first hello.
+    security:
+        CURVE keys of this submitter (required by daemons started with ``--keys``).
     """
 
     def __init__(
@@ -75,8 +79,10 @@ class Submitter:
         ps: Endpoint | None = None,
         emit: Emit | None = None,
         answer_timeout_s: float = 5.0,
+        security: Security | None = None,
     ) -> None:
         self.job = job
+        self.security = security
         self.emit = emit or (lambda event: None)
         self.answer_timeout_s = answer_timeout_s
         self.context = zmq.Context()
@@ -101,7 +107,7 @@ class Submitter:
         self._finish_sent = False
 
     def _connect(self, endpoint: Endpoint) -> zmq.Socket:
-        sock = new_socket(self.context, zmq.DEALER)
+        sock = new_socket(self.context, zmq.DEALER, security=self.security)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.connect(endpoint.address)
         return sock
@@ -161,10 +167,26 @@ class Submitter:
                            "test": test}  # fmt: skip
                 frames = protocol.make(protocol.JOB, content, node=node.node, role="worker",
                                        bundle=sources, codecs=names, **common)  # fmt: skip
+            self._check_limits(node, frames)
             node.socket.send_multipart(frames, copy=False)
             node.state = "shipped"
         shipped = lambda: any(n.state == "shipped" for n in self.nodes.values())  # noqa: E731
         self._wait(lambda: not shipped(), max(60.0, 12 * self.answer_timeout_s), "accept the job")
+
+    def _check_limits(self, node: _Node, frames: list[Any]) -> None:
+        limits = node.limits
+        size = wire.frames_size(frames)
+        if limits and size > int(limits.get("max_job_bytes", size)):
+            raise JobFailed(
+                f"the job for {node.name} is {size / 1e6:.1f} MB but that worker accepts at most "
+                f"{int(limits['max_job_bytes']) / 1e6:.1f} MB (its --max-job-mb); use fewer "
+                "training samples per node or raise the limit"
+            )
+        if limits and len(frames) > int(limits.get("max_frames", len(frames))):
+            raise JobFailed(
+                f"the job for {node.name} has {len(frames)} frames but that worker accepts at "
+                f"most {limits['max_frames']} (its --max-frames)"
+            )
 
     def _start(self) -> None:
         peers = {n.node: tcp_address(n.endpoint.host, n.data_port) for n in self.nodes.values()}
@@ -196,9 +218,17 @@ class Submitter:
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 late = [n.name for n in self.nodes.values() if n.state in ("new", "shipped")]
+                hint = "is psgd-worker running there?"
+                if self.security is not None:
+                    hint += (
+                        " With --keys: does that worker use the worker key of your key folder, "
+                        "and is your public key in its authorized/ folder?"
+                    )
+                else:
+                    hint += " (a worker started with --keys answers only submitters with --keys)"
                 raise JobFailed(
                     f"no answer from {', '.join(late)} within {timeout_s:g} s "
-                    f"(waiting for them to {what}): is psgd-worker running there?"
+                    f"(waiting for them to {what}): {hint}"
                 )
             self._heartbeat(now)
 
@@ -246,6 +276,7 @@ class Submitter:
     def _on_hello_reply(self, node: _Node, message: protocol.Message) -> None:
         if message["state"] != "idle":
             raise JobFailed(f"{node.name} is busy with job {message.get('busy_with')}")
+        node.limits = message.get("limits") or {}
         node.state = "idle"
 
     def _on_refused(self, node: _Node, message: protocol.Message) -> None:

@@ -19,6 +19,7 @@ import zmq
 from psgd import protocol, wire
 from psgd.channel import JobAborted, Package
 from psgd.errors import CodecError, MalformedMessage
+from psgd.security import Security
 
 __all__ = [
     "HEARTBEAT_INTERVAL_S",
@@ -38,12 +39,30 @@ LIVENESS_INTERVALS = 3
 ABORT_POLL_S = 0.1
 
 
-def new_socket(context: zmq.Context, kind: int, *, linger_ms: int = 0) -> zmq.Socket:
-    """A new socket with psgd's options (the single place security will be applied)."""
+def new_socket(
+    context: zmq.Context,
+    kind: int,
+    *,
+    security: Security | None = None,
+    server: bool = False,
+    linger_ms: int = 0,
+    max_frame_bytes: int = -1,
+) -> zmq.Socket:
+    """A new socket with psgd's options: the single place CURVE is switched on.
+
+    With ``security``, a ``server`` socket (one that binds) authenticates its clients and a
+    client socket proves its key; both encrypt everything. ``max_frame_bytes`` makes libzmq
+    drop a peer that sends a larger frame before it is ever buffered.
+    """
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
-    if kind == zmq.ROUTER:
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    if max_frame_bytes > 0:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+    if security is not None:
+        if server:
+            security.server(sock)
+        else:
+            security.client(sock)
     return sock
 
 
@@ -78,6 +97,7 @@ class PeerChannel:
         bind_host: str,
         aborted: Callable[[], bool],
         limits: wire.Limits = wire.DEFAULT_LIMITS,
+        security: Security | None = None,
     ) -> None:
         self.context = context
         self.node_id = node_id
@@ -86,7 +106,11 @@ class PeerChannel:
         self.limits = limits
         self.bytes_sent = 0
         self.dropped = 0
-        self.router = new_socket(context, zmq.ROUTER)
+        self.security = security
+        self.router = new_socket(
+            context, zmq.ROUTER, security=security, server=True,
+            max_frame_bytes=limits.max_message_bytes,
+        )  # fmt: skip
         port = self.router.bind_to_random_port(tcp_address(bind_host, 0).rsplit(":", 1)[0])
         self.address = tcp_address(bind_host, port)
         self.peers: dict[int, zmq.Socket] = {}
@@ -100,7 +124,7 @@ class PeerChannel:
         for node, address in peers.items():
             if node == self.node_id:
                 continue
-            sock = new_socket(self.context, zmq.DEALER)
+            sock = new_socket(self.context, zmq.DEALER, security=self.security)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.connect(address)
             self.peers[node] = sock
@@ -162,7 +186,7 @@ class PeerChannel:
         return package
 
     def _decode(self, frames: list[Any]) -> Package:
-        message = protocol.parse(frames, protocol.PEER_TYPES)
+        message = protocol.parse(frames, protocol.PEER_TYPES, self.limits)
         if message["job"] != self.job_id:
             raise MalformedMessage(f"package of job {message['job']!r:.40}, not {self.job_id}")
         return Package(message["src"], message["layer"], message.content, wire.frames_size(frames))
