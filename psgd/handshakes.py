@@ -21,8 +21,8 @@ _log = logging.getLogger(__name__)
 _QUIET_S = 10.0
 
 _FAILED: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error (plaintext or wrong server key?)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed (plaintext client?)",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error (wrong server key?)",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "authentication failed",
 }
 

@@ -1,0 +1,153 @@
+"""CURVE clusters, refused peers, loopback-only defaults and size limits, on real daemons."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from psgd import protocol
+from psgd.errors import ConfigError
+from psgd.job import JobSpec
+from psgd.local import start_daemon
+from psgd.prepare import prepare_job
+from psgd.security import Security, add_key, generate_keys
+from psgd.submit import Submitter
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = [sys.executable, str(REPO / "worker.py")]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+SMALL = {"node_count": 1, "train_samples": 600, "test_samples": 100, "epochs": 1}
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    folder = tmp_path / "keys"
+    generate_keys(folder)
+    return folder
+
+
+@pytest.fixture
+def secure_daemon(tmp_path, keys):
+    daemon = start_daemon(tmp_path / "logs", extra=["--keys", str(keys)], command=WORKER)
+    yield daemon
+    daemon.stop()
+
+
+def daemon_log(daemon) -> str:
+    return "".join(p.read_text() for p in daemon.log.glob("worker-*.log"))
+
+
+def wait_for_log(daemon, text: str, timeout_s: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while text not in daemon_log(daemon):
+        assert time.monotonic() < deadline, daemon_log(daemon)[-2000:]
+        time.sleep(0.05)
+    return daemon_log(daemon)
+
+
+def test_generate_writes_private_secrets_and_authorised_publics(keys):
+    assert sorted(p.name for p in (keys / "authorized").iterdir()) == [
+        "submitter.key",
+        "worker.key",
+    ]
+    for secret in keys.glob("*.key_secret"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        generate_keys(keys)
+
+
+def test_job_with_keys_runs_end_to_end(tmp_path, keys):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "job_submit.py"), "--local", "2", "--keys", str(keys),
+         "--train-samples", "4000", "--test-samples", "500", "--epochs", "1", "--out", "run"],
+        capture_output=True, text=True, timeout=100, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["accuracy"] > 0.7
+    logs = "".join(p.read_text() for p in (tmp_path / "run" / "daemons").glob("*.log"))
+    assert "CURVE on" in logs and "refused" not in logs
+
+
+def test_unauthorised_key_is_refused_and_logged_with_its_address(tmp_path, keys, secure_daemon):
+    intruder = tmp_path / "intruder"
+    intruder.mkdir()
+    for item in keys.iterdir():  # knows the worker's public key, but its own key is not authorised
+        if item.is_dir():
+            (intruder / item.name).mkdir()
+            for key in item.iterdir():
+                (intruder / item.name / key.name).write_bytes(key.read_bytes())
+    add_key(intruder, "mallory")
+    job = prepare_job(JobSpec(**SMALL))
+    security = Security.for_submitter(intruder, "mallory")
+    result = Submitter(job, [secure_daemon.endpoint], answer_timeout_s=1.5, security=security).run()
+    assert result.error is not None and "is your public key in its authorized/" in result.error
+    log = wait_for_log(secure_daemon, "refused a connection from 127.0.0.1")
+    assert "Unknown key" in log
+    assert "starting with codecs" not in log  # nothing reached job handling
+
+
+def test_plaintext_submitter_is_refused_and_logged(secure_daemon):
+    job = prepare_job(JobSpec(**SMALL))
+    result = Submitter(job, [secure_daemon.endpoint], answer_timeout_s=1.5).run()
+    assert result.error is not None and "answers only submitters with --keys" in result.error
+    log = wait_for_log(secure_daemon, "refused a connection from 127.0.0.1:")
+    assert "plaintext client" in log or "wrong server key" in log
+
+
+def test_without_keys_the_worker_stays_on_loopback_unless_told_insecure(tmp_path):
+    refused = subprocess.run(
+        [*WORKER, "--bind", "0.0.0.0", "--port", "0", "--log-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, env=ENV,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without --keys" in refused.stderr
+    daemon = start_daemon(tmp_path / "logs", host="0.0.0.0", extra=["--insecure"], command=WORKER)
+    try:
+        assert "INSECURE: listening on 0.0.0.0 without keys" in daemon_log(daemon)
+    finally:
+        daemon.stop()
+
+
+def test_job_over_the_worker_limit_is_refused_before_sending(tmp_path):
+    daemon = start_daemon(tmp_path / "logs", extra=["--max-job-mb", "1"], command=WORKER)
+    try:
+        job = prepare_job(JobSpec(node_count=1, train_samples=2000, test_samples=100, epochs=1))
+        result = Submitter(job, [daemon.endpoint]).run()
+        assert result.error is not None
+        assert "accepts at most 1.0 MB (its --max-job-mb)" in result.error
+    finally:
+        daemon.stop()
+
+
+def test_oversized_message_gets_a_clear_refusal_and_the_daemon_keeps_serving(tmp_path):
+    limits = ["--max-message-mb", "0.5", "--max-job-mb", "0.5"]
+    daemon = start_daemon(tmp_path / "logs", extra=limits, command=WORKER)
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(daemon.endpoint.address)
+        sock.send_multipart([b"x" * 400_000, b"y" * 400_000])
+        assert sock.poll(5000)
+        reply = protocol.parse(sock.recv_multipart(), protocol.CONTROL_TYPES)
+        assert reply.type == protocol.REFUSED
+        assert "exceeds the limit of 0.5 MB" in reply["reason"]
+        sock.send_multipart(protocol.make(protocol.HELLO))
+        assert sock.poll(5000)
+        hello = protocol.parse(sock.recv_multipart(), protocol.CONTROL_TYPES)
+        assert hello["state"] == "idle" and hello["limits"]["max_job_bytes"] == 500_000
+    finally:
+        sock.close()
+        context.term()
+        daemon.stop()
