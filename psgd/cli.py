@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from psgd.cli_keys import keys
 from psgd.cli_worker import worker
 from psgd.errors import ConfigError, JobFailed, PsgdError
 from psgd.job import EXCHANGE_MODES, JobSpec, parse_param
-from psgd.runner import run_job
+from psgd.runner import Target, run_job
 
 __all__ = ["main", "psgd_main", "submit", "submit_main", "worker_main"]
 
@@ -255,6 +256,22 @@ class LayerSizes(click.ParamType):
     show_default=True,
     help="Which key pair in --keys is this submitter's.",
 )
+@click.option(
+    "--checkpoint-every",
+    "checkpoint_every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Save every node's model, optimizer and progress into "
+    "the run folder every K epochs (0: never).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Continue an interrupted run folder from its last checkpoint "
+    "(job options come from its job.json; give --local/--workers/--simulate).",
+)
 @click.option("--job-id", "job_id", default=None, hidden=True)
 @click.pass_context
 def submit(ctx: click.Context, **options: Any) -> None:
@@ -274,8 +291,10 @@ def submit(ctx: click.Context, **options: Any) -> None:
     local = options.pop("local")
     workers_file = options.pop("workers_file")
     detach_flag = options.pop("detach")
-    keys_dir = options.pop("keys")
-    key_name = options.pop("key_name")
+    resume_dir = options.pop("resume")
+    target = Target(
+        simulate_flag, local, workers_file, options.pop("keys"), options.pop("key_name")
+    )
     if options["job_id"] is None:
         options.pop("job_id")
     options["params"] = dict(options["params"])
@@ -286,12 +305,15 @@ def submit(ctx: click.Context, **options: Any) -> None:
     try:
         if simulate_flag and (local or workers_file):
             raise ConfigError("--simulate runs in-process: drop --local / --workers")
-        spec = JobSpec(**options)
-        out = out or Path("runs") / spec.job_id
+        if resume_dir is not None:
+            spec, out = _resumed_spec(resume_dir, out, options.get("job_id")), resume_dir
+        else:
+            spec = JobSpec(**options)
+            out = out or Path("runs") / spec.job_id
         if detach_flag:
             _detach(ctx, out, spec.job_id)
             return
-        run_job(spec, out, quiet, local, workers_file, simulate_flag, keys_dir, key_name)
+        run_job(spec, out, quiet, target, resume=resume_dir is not None)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except JobFailed as exc:
@@ -302,12 +324,27 @@ def submit(ctx: click.Context, **options: Any) -> None:
         sys.exit(1)
 
 
+def _resumed_spec(run_dir: Path, out: Path | None, job_id: str | None) -> JobSpec:
+    """The job of an interrupted run folder, under a new job id."""
+    from psgd.job import new_job_id
+
+    if out is not None and out.resolve() != run_dir.resolve():
+        raise ConfigError("--resume continues in its own run folder: drop --out")
+    try:
+        saved = json.loads((run_dir / "job.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume {run_dir}: no readable job.json ({exc})") from None
+    saved["job_id"] = job_id or new_job_id()
+    return JobSpec.from_dict(saved)
+
+
 def _as_argv(ctx: click.Context) -> list[str]:
     """The command line of ``ctx`` again, without --detach, --out and --job-id."""
     argv: list[str] = []
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
-        if not isinstance(param, click.Option) or param.name in ("detach", "out", "job_id"):
+        skipped = ("detach", "out", "job_id")
+        if not isinstance(param, click.Option) or param.name in skipped:
             continue
         if value is None or value == param.default or value == ():
             continue

@@ -113,6 +113,7 @@ class JobSpec:
     params: dict[str, Any] = field(default_factory=dict)
     partition_args: dict[str, Any] = field(default_factory=dict)
     attacks: list[str] = field(default_factory=list)
+    checkpoint_every: int = 0
     train_samples: int | None = None
     test_samples: int | None = None
     job_id: str = field(default_factory=new_job_id)

@@ -130,6 +130,9 @@ class JobRun:
         frames = protocol.make(type_, content, job=self.job_id, **fields)
         self.outbox.put((self.submitter, frames))
 
+    def _checkpoint(self, state: dict[str, Any]) -> None:
+        self._report(protocol.CHECKPOINT, state, node=self.node_id, epoch=int(state["epoch"]))
+
     def _emit(self, event: dict[str, Any]) -> None:
         self._report(protocol.PROGRESS, event=event)
 
@@ -171,8 +174,10 @@ class JobRun:
         test = tuple(self.content["test"])
         trainer = Trainer(
             self.node_id, model, blocks, test, self.classes, self.channel, self.config,
-            self._emit, self._abort.is_set, self.attack,
+            self._emit, self._abort.is_set, self.attack, self._checkpoint,
         )  # fmt: skip
+        if self.content.get("resume") is not None:
+            trainer.restore(self.content["resume"])
         try:
             report = trainer.train()
             _log.info(

@@ -130,6 +130,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
         timeout_s=spec.timeout_s,
         seed=spec.seed,
         steps_per_epoch=steps_per_epoch([len(b) for b in blocks], block_batch),
+        checkpoint_every=spec.checkpoint_every,
     )
     make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
     _try_codecs(settings, codec_classes, ps_classes)

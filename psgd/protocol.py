@@ -37,6 +37,7 @@ ACCEPTED = "accepted"  # {job, node, data}: data = the node's peer address
 REJECTED = "rejected"  # {job, node, reason}
 PROGRESS = "progress"  # {job, event}
 TRAINED = "trained"  # {job, node}
+CHECKPOINT = "checkpoint"  # {job, node, epoch} + content: the node's state (psgd.checkpoint)
 DONE = "done"  # {job, node, report, log} + content {weights}
 FAILED = "failed"  # {job, node, error, log}
 REFUSED = "refused"  # {reason}: protocol versions differ
@@ -46,7 +47,7 @@ PACKAGE = "pkg"  # {job, src, layer} + codec content
 
 CONTROL_TYPES = frozenset(
     {HELLO, JOB, START, HEARTBEAT, FINISH, ABORT, HELLO_REPLY, ACCEPTED, REJECTED, PROGRESS,
-     TRAINED, DONE, FAILED, REFUSED}
+     TRAINED, CHECKPOINT, DONE, FAILED, REFUSED}
 )  # fmt: skip
 PEER_TYPES = frozenset({PACKAGE})
 
@@ -72,6 +73,7 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     REJECTED: {"job": str, "node": int, "reason": str},
     PROGRESS: {"job": str, "event": dict},
     TRAINED: {"job": str, "node": int},
+    CHECKPOINT: {"job": str, "node": int, "epoch": int},
     DONE: {"job": str, "node": int, "report": dict, "log": str},
     FAILED: {"job": str, "node": int, "error": str, "log": str},
     REFUSED: {"reason": str},

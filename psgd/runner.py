@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import click
 from psgd.errors import ConfigError, JobFailed
 from psgd.job import JobSpec
 
-__all__ = ["print_summary", "run_job"]
+__all__ = ["Target", "print_summary", "run_job"]
 
 
 class _Printer:
@@ -104,24 +107,46 @@ def _plot(folder: Any, result: Any) -> None:
         logging.getLogger(__name__).exception("could not draw plot.png")
 
 
-def run_job(
-    spec: JobSpec,
-    out: Path,
-    quiet: bool = False,
-    local: int | None = None,
-    workers_file: Path | None = None,
-    simulate: bool = False,
-    keys: Path | None = None,
-    key_name: str = "submitter",
-) -> dict[str, Any]:
-    """Run ``spec`` in-process, on ``--local`` daemons or on the daemons of a worker.json.
+@dataclass
+class Target:
+    """Where a job runs: in-process, on ``local`` loopback daemons, or on a worker.json's.
 
     ``keys`` is a CURVE key folder (``psgd keys generate``): the submitter authenticates with
     ``key_name`` and ``--local`` daemons are started with it.
     """
+
+    simulate: bool = False
+    local: int | None = None
+    workers_file: Path | None = None
+    keys: Path | None = None
+    key_name: str = "submitter"
+
+    def describe(self) -> str:
+        if self.simulate:
+            return "in-process"
+        return f"{self.local} local daemons" if self.local else "daemons"
+
+
+def run_job(
+    spec: JobSpec,
+    out: Path,
+    quiet: bool = False,
+    target: Target | None = None,
+    resume: bool = False,
+    local: int | None = None,
+) -> dict[str, Any]:
+    """Run ``spec`` on ``target`` (default: ``local`` loopback daemons, else in-process).
+
+    With ``resume``, ``out`` is an interrupted run folder: every node continues from its
+    last checkpoint there, and the records of the earlier epochs are kept.
+    """
     from psgd.prepare import prepare_job
     from psgd.records import RunFolder
 
+    target = target or Target(simulate=local is None, local=local)
+    if target.local:
+        target = dataclasses.replace(target, local=spec.node_count)
+    states = _resumable(out, spec.node_count) if resume else None
     folder = RunFolder(out)
     log_handler = logging.FileHandler(folder.file("log.txt"))
     log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -133,21 +158,23 @@ def run_job(
         folder.write_json("job.json", spec.to_dict())
         steps = job.trainer_config.steps_per_epoch
         job.trainer_config.progress_every = max(1, steps // 4)
-        where = "in-process" if simulate else (f"{local} local daemons" if local else "daemons")
         if not quiet:
+            resumed = f", resuming after epoch {states[0]['epoch']}" if states else ""
             click.echo(
                 f"job {spec.job_id}: {spec.node_count} nodes, codec {spec.codec}"
                 + (f", ps codec {spec.ps_codec}" if spec.ps_codec else "")
-                + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, {where}"
+                + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, "
+                + f"{target.describe()}{resumed}"
             )
         printer = _Printer(spec.epochs, quiet)
-        if simulate:
+        if target.simulate:
             from psgd.simulate import simulate as run_in_process
 
-            result = run_in_process(job, printer)
+            result = run_in_process(job, printer, folder.path, states)
         else:
-            result = _run_on_daemons(job, printer, folder, local, workers_file, keys, key_name)
-        summary = _write_run(folder, spec, result, "simulate" if simulate else "network")
+            result = _run_on_daemons(job, printer, folder, target, states)
+        mode = "simulate" if target.simulate else "network"
+        summary = _write_run(folder, spec, result, mode)
     finally:
         psgd_logger.removeHandler(log_handler)
         log_handler.close()
@@ -158,14 +185,24 @@ def run_job(
     return summary
 
 
+def _resumable(out: Path, node_count: int) -> dict[int, dict[str, Any]]:
+    """The checkpoints to resume ``out`` from; a failed summary there is set aside."""
+    from psgd.checkpoint import latest_common_epoch
+
+    summary = out / "summary.json"
+    if summary.exists():
+        if json.loads(summary.read_text()).get("status") == "completed":
+            raise ConfigError(f"--resume {out}: that run already completed")
+        summary.rename(out / f"summary-failed-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    return latest_common_epoch(out, node_count)
+
+
 def _run_on_daemons(
     job: Any,
     printer: Any,
     folder: Any,
-    local: int | None,
-    workers_file: Path | None,
-    keys: Path | None,
-    key_name: str,
+    target: Target,
+    states: dict[int, dict[str, Any]] | None,
 ) -> Any:
     from psgd.local import LocalCluster
     from psgd.security import Security
@@ -173,12 +210,14 @@ def _run_on_daemons(
     from psgd.workers import load_workers
 
     spec = job.spec
-    security = Security.for_submitter(keys, key_name) if keys else None
-    if local:
+    keys, workers_file = target.keys, target.workers_file
+    security = Security.for_submitter(keys, target.key_name) if keys else None
+    saving = {"checkpoint_dir": folder.path, "resume": states}
+    if target.local:
         logs = folder.file("daemons")
-        with LocalCluster(local, job.ps_classes is not None, logs, keys) as cluster:
+        with LocalCluster(target.local, job.ps_classes is not None, logs, keys) as cluster:
             submitter = Submitter(
-                job, cluster.workers, cluster.ps_endpoint, printer, security=security
+                job, cluster.workers, cluster.ps_endpoint, printer, security=security, **saving
             )
             return submitter.run()
     listed = load_workers(workers_file or Path("worker.json"))
@@ -190,6 +229,6 @@ def _run_on_daemons(
     if job.ps_classes is not None and listed.ps is None:
         raise ConfigError(f"--ps-codec given but {workers_file or 'worker.json'} has no PS entry")
     submitter = Submitter(
-        job, listed.workers[: spec.node_count], listed.ps, printer, security=security
+        job, listed.workers[: spec.node_count], listed.ps, printer, security=security, **saving
     )
     return submitter.run()

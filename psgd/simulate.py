@@ -9,10 +9,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from psgd.blas import blas_threads
 from psgd.channel import JobAborted
+from psgd.checkpoint import save_node_checkpoint
 from psgd.codec import Parameter_Server
 from psgd.inprocess import InProcessNetwork
 from psgd.prepare import PreparedJob
@@ -43,10 +45,17 @@ class _Countdown:
                 self.done.set()
 
 
-def simulate(job: PreparedJob, emit: Emit | None = None) -> RunResult:
+def simulate(
+    job: PreparedJob,
+    emit: Emit | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: dict[int, dict[str, Any]] | None = None,
+) -> RunResult:
     """Train ``job`` with every node in this process; never raises for a node's failure.
 
-    A failing node aborts the others; ``SimulationResult.error`` holds the first failure.
+    A failing node aborts the others; ``RunResult.error`` holds the first failure.
+    Checkpoints (``spec.checkpoint_every``) go to ``checkpoint_dir``; ``resume`` maps each
+    node to the checkpoint it continues from.
     """
     emit = emit or (lambda event: None)
     spec = job.spec
@@ -83,7 +92,10 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> RunResult:
                 emit,
                 lambda: network.aborted,
                 job.update_attack(node_id),
+                _saver(checkpoint_dir, node_id),
             )
+            if resume is not None:
+                trainer.restore(resume[node_id])
             trainer.train()
             countdown.finish_one()
             trainer.drain(countdown.done)
@@ -121,6 +133,16 @@ def simulate(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     weights = {node: model.get_weights() for node, model in models.items()}
     ps_sent = ps_bytes[0] if job.ps_classes else None
     return RunResult(ordered, ps_sent, wall, error, weights)
+
+
+def _saver(folder: Path | None, node: int) -> Callable[[dict[str, Any]], None] | None:
+    if folder is None:
+        return None
+
+    def save(state: dict[str, Any]) -> None:
+        save_node_checkpoint(folder, node, state)
+
+    return save
 
 
 def _run_threads(

@@ -12,12 +12,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from psgd import protocol, wire
 from psgd.bundle import bundle_codecs
+from psgd.checkpoint import save_node_checkpoint
 from psgd.codec import Parameter_Server
 from psgd.errors import JobFailed, MalformedMessage
 from psgd.prepare import PreparedJob
@@ -70,6 +72,8 @@ class Submitter:
         How long a daemon may take to answer the first hello.
     security:
         CURVE keys of this submitter (required by daemons started with ``--keys``).
+    checkpoint_dir, resume:
+        Where the workers' checkpoints are written; the checkpoint each node resumes from.
     """
 
     def __init__(
@@ -80,9 +84,13 @@ class Submitter:
         emit: Emit | None = None,
         answer_timeout_s: float = 5.0,
         security: Security | None = None,
+        checkpoint_dir: Path | None = None,
+        resume: dict[int, dict[str, Any]] | None = None,
     ) -> None:
         self.job = job
         self.security = security
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
         self.emit = emit or (lambda event: None)
         self.answer_timeout_s = answer_timeout_s
         self.context = zmq.Context()
@@ -99,6 +107,7 @@ class Submitter:
             protocol.REJECTED: self._on_rejected,
             protocol.PROGRESS: self._on_progress,
             protocol.TRAINED: self._on_trained,
+            protocol.CHECKPOINT: self._on_checkpoint,
             protocol.DONE: self._on_done,
             protocol.FAILED: self._on_failed,
             protocol.HEARTBEAT: lambda node, message: None,
@@ -164,7 +173,7 @@ class Submitter:
                                        bundle=ps_sources, codecs=ps_names, **common)  # fmt: skip
             else:
                 content = {"weights": job.initial_weights, "blocks": job.node_blocks(node.node),
-                           "test": test}  # fmt: skip
+                           "test": test, "resume": (self.resume or {}).get(node.node)}  # fmt: skip
                 frames = protocol.make(protocol.JOB, content, node=node.node, role="worker",
                                        bundle=sources, codecs=names, **common)  # fmt: skip
             self._check_limits(node, frames)
@@ -302,6 +311,12 @@ class Submitter:
                 other.socket.send_multipart(
                     protocol.make(protocol.FINISH, job=self.job.spec.job_id)
                 )
+
+    def _on_checkpoint(self, node: _Node, message: protocol.Message) -> None:
+        if self.checkpoint_dir is None or not isinstance(message.content, dict):
+            return
+        save_node_checkpoint(self.checkpoint_dir, node.node, message.content)
+        _log.info("checkpoint of %s after epoch %d saved", node.name, message["epoch"])
 
     def _on_done(self, node: _Node, message: protocol.Message) -> None:
         node.state = "done"

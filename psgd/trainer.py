@@ -49,26 +49,27 @@ def steps_per_epoch(block_sizes: Sequence[int], block_batch: int) -> int:
 
 
 class BlockSampler:
-    """Mini-batches of one block, reshuffled each pass, identical on every node holding it."""
+    """Mini-batches of one block, identical on every node holding it.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator) -> None:
-        self.x, self.y, self.batch, self.rng = x, y, batch, rng
-        self.order = rng.permutation(len(x))
-        self.position = 0
+    Epoch ``e`` walks a permutation drawn from ``(seed, block, e)`` cyclically, so a batch
+    depends only on (seed, block, epoch, step): nothing to save for a checkpoint, and a
+    resumed job draws exactly the batches the uninterrupted one would have.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, seed: int, block: int) -> None:
+        self.x, self.y, self.batch, self.seed, self.block = x, y, batch, seed, block
+        self._epoch = -1
+        self._order = np.arange(len(x))
         self._x_buffer = np.empty((batch, *x.shape[1:]), dtype=x.dtype)
         self._y_buffer = np.empty((batch, *y.shape[1:]), dtype=y.dtype)
 
-    def next(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next batch (views of reused buffers: valid until the next call)."""
-        end = self.position + self.batch
-        if end <= len(self.order):
-            index = self.order[self.position : end]
-            self.position = end
-        else:
-            head = self.order[self.position :]
-            self.order = self.rng.permutation(len(self.x))
-            self.position = self.batch - len(head)
-            index = np.concatenate([head, self.order[: self.position]])
+    def batch_of(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``step`` of ``epoch`` (views of reused buffers: valid until the next call)."""
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, self.block, epoch])
+            self._order, self._epoch = rng.permutation(len(self.x)), epoch
+        start = step * self.batch
+        index = self._order.take(np.arange(start, start + self.batch), mode="wrap")
         np.take(self.x, index, axis=0, out=self._x_buffer)
         np.take(self.y, index, axis=0, out=self._y_buffer)
         return self._x_buffer, self._y_buffer
@@ -142,6 +143,7 @@ class TrainerConfig:
     seed: int
     steps_per_epoch: int
     progress_every: int = 0
+    checkpoint_every: int = 0
 
 
 class Trainer:
@@ -167,6 +169,8 @@ class Trainer:
         Returns True once the job is stopped from outside; checked before every batch.
     attack:
         An update attack this node simulates (what it sends is tampered with), or None.
+    on_checkpoint:
+        Receives the node's state every ``config.checkpoint_every`` epochs.
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class Trainer:
         emit: Emit | None = None,
         aborted: Callable[[], bool] | None = None,
         attack: Attack | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.model = model
@@ -192,15 +197,15 @@ class Trainer:
         self.channel = channel
         self.codecs = CodecSet(node_id, codec_classes, channel, [v.value for v in self.variables])
         self.attack = attack
+        self.on_checkpoint = on_checkpoint or (lambda state: None)
         self._attack_rng = np.random.default_rng([config.seed, node_id, 7])
         self.modes = exchange_modes(codec_classes, config.exchange)
         self.driver = make_driver(config.sync, self.codecs, config.timeout_s)
         batch = per_block_batch(config.batch_size, len(blocks))
         self.block_ids = sorted(blocks)
-        self.samplers = {
-            b: BlockSampler(*blocks[b], batch, np.random.default_rng([config.seed, b]))
-            for b in self.block_ids
-        }
+        self.samplers = {b: BlockSampler(*blocks[b], batch, config.seed, b) for b in self.block_ids}
+        self.first_epoch = 1
+        self._bytes_offset = 0
         self.optimizers = [
             {b: make_optimizer(config.optimizer, config.learn_rate) for b in self.block_ids}
             for _ in self.variables
@@ -208,23 +213,65 @@ class Trainer:
         self.report = NodeReport(node_id)
 
     def train(self) -> NodeReport:
-        """Run every epoch; returns the node's report."""
-        for epoch in range(1, self.config.epochs + 1):
+        """Run every epoch (from ``first_epoch`` after ``restore``); returns the report."""
+        every = self.config.checkpoint_every
+        for epoch in range(self.first_epoch, self.config.epochs + 1):
             start = time.perf_counter()
             for step in range(self.config.steps_per_epoch):
-                loss = self._step((epoch - 1) * self.config.steps_per_epoch + step)
+                loss = self._step(epoch, step)
                 self._record_batch(epoch, step, loss)
             self.report.train_s += time.perf_counter() - start
             self._evaluate(epoch)
+            if every and epoch % every == 0 and epoch < self.config.epochs:
+                self.on_checkpoint(self.checkpoint(epoch))
         return self.report
 
-    def _step(self, batch_no: int) -> float:
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        """The node's state after ``epoch`` (see ``psgd.checkpoint``)."""
+        report = self.report
+        return {
+            "epoch": epoch,
+            "weights": self.model.get_weights(),
+            "optimizers": [
+                [layer[b].get_state() for b in self.block_ids] for layer in self.optimizers
+            ],
+            "report": {
+                "samples": report.samples, "train_s": report.train_s, "batches": report.batches,
+                "loss": report.loss, "accuracy": report.accuracy,
+                "batch_rows": report.batch_rows, "epoch_rows": report.epoch_rows,
+            },
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimizer states, progress and records."""
+        self.model.set_weights(list(state["weights"]))
+        for layer, blocks in zip(self.optimizers, state["optimizers"], strict=True):
+            for block_id, block_state in zip(self.block_ids, blocks, strict=True):
+                layer[block_id].set_state(list(block_state))
+        saved = state["report"]
+        report = self.report
+        report.samples, report.train_s = int(saved["samples"]), float(saved["train_s"])
+        report.batches = int(saved["batches"])
+        report.loss, report.accuracy = float(saved["loss"]), float(saved["accuracy"])
+        report.batch_rows, report.epoch_rows = list(saved["batch_rows"]), list(saved["epoch_rows"])
+        self.first_epoch = int(state["epoch"]) + 1
+        last = report.batch_rows[-1] if report.batch_rows else {}
+        self._bytes_offset = int(last.get("bytes_sent", 0))
+        report.bytes_sent = self._bytes_offset
+
+    @property
+    def _bytes_sent(self) -> int:
+        """Bytes this node sent in the whole job, checkpointed part included."""
+        return self._bytes_offset + self.channel.bytes_sent
+
+    def _step(self, epoch: int, step: int) -> float:
         if self.aborted():
-            raise JobAborted(f"node {self.node_id}: job aborted at batch {batch_no}")
+            raise JobAborted(f"node {self.node_id}: job aborted in epoch {epoch} batch {step}")
+        batch_no = (epoch - 1) * self.config.steps_per_epoch + step
         contents: list[list[BlockWeight]] = [[] for _ in self.variables]
         loss = 0.0
         for block_id in self.block_ids:
-            x, y = self.samplers[block_id].next()
+            x, y = self.samplers[block_id].batch_of(epoch, step)
             loss += self.model.loss_and_grads(x, y)
             self.report.samples += len(x)
             for layer, variable in enumerate(self.variables):
@@ -252,7 +299,7 @@ class Trainer:
         report = self.report
         report.batches += 1
         sent_before = report.bytes_sent
-        report.bytes_sent = self.channel.bytes_sent
+        report.bytes_sent = self._bytes_sent
         report.batch_rows.append(
             {
                 "epoch": epoch,
@@ -284,7 +331,7 @@ class Trainer:
             "test_loss": round(float(loss), 6),
             "test_accuracy": round(float(accuracy), 6),
             "train_s": round(self.report.train_s, 4),
-            "bytes_sent": self.channel.bytes_sent,
+            "bytes_sent": self._bytes_sent,
         }
         self.report.epoch_rows.append(row)
         self.emit({"type": "epoch", "node": self.node_id, **row})
@@ -303,6 +350,6 @@ class Trainer:
         finally:
             self.codecs.dispose()
         self.report.retries = self.driver.retries
-        self.report.bytes_sent = self.channel.bytes_sent
+        self.report.bytes_sent = self._bytes_sent
         self.report.packages_sent = self.codecs.packages_sent
         return self.report

@@ -46,6 +46,19 @@ class Optimizer:
         """
         raise NotImplementedError
 
+    def get_state(self) -> list[np.ndarray]:
+        """Copies of the arrays that hold this optimizer's progress (for checkpoints).
+
+        The moment buffers, then the step count as a 0-d int64 array.
+        """
+        return [slot.copy() for slot in self._slots] + [np.array(getattr(self, "t", 0))]
+
+    def set_state(self, state: list[np.ndarray]) -> None:
+        """Restore what ``get_state`` returned."""
+        self._slots = [np.array(slot, copy=True) for slot in state[:-1]]
+        if hasattr(self, "t"):
+            self.t = int(state[-1])
+
     def _state(self, grad: np.ndarray, count: int) -> list[np.ndarray]:
         slots = self._slots
         if not slots:

@@ -354,3 +354,34 @@ def test_retrieve_of_a_folder_without_a_run_is_a_clear_error(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=ENV,
     )  # fmt: skip
     assert fetched.returncode == 1 and "no run here" in fetched.stderr
+
+
+def test_interrupted_job_resumes_from_its_checkpoint_to_the_uninterrupted_accuracy(
+    spawn_daemons, tmp_path
+):
+    daemons = spawn_daemons(2)
+    workers = write_workers(tmp_path / "worker.json", daemons)
+    options = ["--train-samples", "4000", "--test-samples", "1000", "--epochs", "12",
+               "--seed", "3"]  # fmt: skip
+    job = subprocess.Popen(
+        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
+         "--node_count", "2", *options, "--checkpoint-every", "1", "--out", "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "run").glob("checkpoint-e2-node1.npz")):
+        assert time.monotonic() < deadline and job.poll() is None
+        time.sleep(0.05)
+    daemons[1].process.kill()  # the crash
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode != 0, output
+    resumed = submit(tmp_path, "--resume", "run", "--local", "2")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    after = summary_of(tmp_path / "run")
+    assert after["status"] == "completed" and list((tmp_path / "run").glob("summary-failed-*"))
+    straight = simulate(prepare_job(JobSpec(node_count=2, train_samples=4000, test_samples=1000,
+                                            epochs=12, seed=3)))  # fmt: skip
+    assert after["accuracy"] == pytest.approx(straight.reports[0].accuracy, abs=2e-3)
+    rows = (tmp_path / "run" / "eval-node0.csv").read_text().splitlines()
+    assert len(rows) == 13  # every epoch recorded once, checkpointed part included
