@@ -7,15 +7,15 @@ run folder should carry a chart anyone can open. No anti-aliasing; text is a 5x7
 from __future__ import annotations
 
 import math
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from psgd.records import atomic_write_bytes
 
 __all__ = ["encode_png", "plot_run"]
 
@@ -348,16 +348,5 @@ def plot_run(
     loss, accuracy = _series(batch_loss, colors, 0), _series(epoch_accuracy, colors, 1)
     _draw_panel(img, (0, top, half, height), "training loss", "batch", loss, markers=False)
     _draw_panel(img, (half, top, width, height), "test accuracy", "epoch", accuracy, markers=True)
-    _write_atomic(path, encode_png(img))
+    atomic_write_bytes(path, encode_png(img))
     return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
