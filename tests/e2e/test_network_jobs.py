@@ -127,7 +127,8 @@ def test_asgd_over_the_network(spawn_daemons, tmp_path):
     result = submit(tmp_path, "--workers", str(workers), "--node_count", "2", "--sync", "asgd",
                     *QUICK, "--out", "run")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert summary_of(tmp_path / "run")["accuracy"] > 0.5
+    nodes = summary_of(tmp_path / "run")["nodes"]
+    assert max(node["accuracy"] for node in nodes) > 0.7  # the last to finish has every round
 
 
 def test_local_flag_starts_and_stops_its_own_daemons(tmp_path):
