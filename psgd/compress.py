@@ -87,11 +87,22 @@ def pack_codes(codes: np.ndarray, width: int) -> np.ndarray:
     Codes are written most significant bit first, one after the other, with no padding
     between them (``np.packbits`` order).
     """
+    _check_width(width)
+    count = codes.size
     if width == 1:
         return np.packbits(codes.astype(np.uint8, copy=False))
     if width == 8:
         return codes.astype(np.uint8)
-    nbytes = _code_bytes(width)
+    if width < 8:  # 8 codes make `width` bytes: build them as the top bits of one uint64
+        flat = np.zeros(-(-count // 8) * 8, dtype=np.uint64)
+        flat[:count] = codes
+        groups = flat.reshape(-1, 8)
+        word = np.zeros(len(groups), dtype="<u8")
+        for j in range(8):
+            word |= groups[:, j] << np.uint64(64 - width * (j + 1))
+        little = word.view(np.uint8).reshape(-1, 8)  # most significant byte last
+        return little[:, 7 : 7 - width : -1].ravel()[: -(-count * width // 8)]
+    nbytes = 2 if width <= 16 else 4
     big_endian = codes.astype(f">u{nbytes}").view(np.uint8).reshape(-1, nbytes)
     bits = np.unpackbits(big_endian, axis=1)[:, 8 * nbytes - width :]
     return np.packbits(bits)
@@ -99,26 +110,37 @@ def pack_codes(codes: np.ndarray, width: int) -> np.ndarray:
 
 def unpack_codes(packed: np.ndarray, width: int, count: int) -> np.ndarray:
     """Inverse of :func:`pack_codes`: ``count`` codes of ``width`` bits, as unsigned ints."""
-    if packed.dtype != np.uint8 or packed.ndim != 1 or len(packed) != -(-count * width // 8):
+    _check_width(width)
+    size = -(-count * width // 8)
+    if packed.dtype != np.uint8 or packed.ndim != 1 or len(packed) != size:
         raise ValueError(
-            f"packed codes: expected {-(-count * width // 8)} uint8 bytes for {count} codes of "
+            f"packed codes: expected {size} uint8 bytes for {count} codes of "
             f"{width} bits, got {packed.dtype} {packed.shape}"
         )
     if width == 1:
         return np.unpackbits(packed, count=count)
     if width == 8:
         return packed
-    nbytes = _code_bytes(width)
+    if width < 8:
+        groups = -(-count // 8)
+        padded = np.zeros((groups, 8), dtype=np.uint8)
+        padded[:, :width] = np.pad(packed, (0, groups * width - size)).reshape(groups, width)
+        word = padded.view(">u8").ravel().astype(np.uint64)
+        mask = np.uint64((1 << width) - 1)
+        codes = np.empty((groups, 8), dtype=np.uint8)
+        for j in range(8):
+            codes[:, j] = (word >> np.uint64(64 - width * (j + 1))) & mask
+        return codes.ravel()[:count]
+    nbytes = 2 if width <= 16 else 4
     bits = np.unpackbits(packed, count=count * width).reshape(count, width)
     padded = np.zeros((count, 8 * nbytes), dtype=np.uint8)
     padded[:, 8 * nbytes - width :] = bits
     return np.packbits(padded, axis=1).view(f">u{nbytes}").ravel()
 
 
-def _code_bytes(width: int) -> int:
+def _check_width(width: int) -> None:
     if not 1 <= width <= 32:
         raise ValueError(f"code width must be in 1..32 bits, got {width}")
-    return 1 if width <= 8 else 2 if width <= 16 else 4
 
 
 def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
@@ -130,15 +152,25 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def random_indices(seed: int, n: int, k: int) -> np.ndarray:
-    """``k`` distinct indices in ``0..n-1`` (ascending), a pure function of ``seed``.
+    """``k`` distinct indices in ``0..n-1`` (ascending), a pure function of ``(seed, n, k)``.
 
     Built on the raw PCG64 bit stream, which numpy keeps stable across versions (unlike
-    ``Generator.choice``), so a receiver with another numpy still draws the same indices.
+    ``Generator.choice``), so a receiver with another numpy still draws the same indices: the
+    first ``k`` distinct values of ``raw % n`` (modulo bias below ``n / 2**64``), or, when
+    ``k > n / 2``, the ``k`` positions holding the smallest of ``n`` raw draws.
     """
     if k >= n:
         return np.arange(n)
-    keys = np.random.PCG64(seed).random_raw(n)
-    return np.sort(np.argpartition(keys, k - 1)[:k])
+    bits = np.random.PCG64(seed)
+    if 2 * k > n:
+        return np.sort(np.argpartition(bits.random_raw(n), k - 1)[:k])
+    stream = np.empty(0, dtype=np.uint64)
+    while True:
+        more = k + k * k // n + 16  # about the expected repeats, plus a margin
+        stream = np.concatenate([stream, bits.random_raw(more) % np.uint64(n)])
+        values, first = np.unique(stream, return_index=True)
+        if len(values) >= k:
+            return np.sort(values[np.argsort(first)[:k]]).astype(np.intp)
 
 
 def majority_vote(values: Sequence[np.ndarray]) -> np.ndarray:
@@ -275,11 +307,15 @@ class QSGD(Compressor):
         width = _level_bits(levels)
         norms = _field(payload, "norms", np.float32, -(-n // bucket))
         codes = unpack_codes(_field(payload, "codes", np.uint8), width + 1, n)
-        level = (codes & ((1 << width) - 1)).astype(np.float32)
+        level = codes & (1 << width) - 1
         if n and level.max() > levels:
             raise ValueError(f"qsgd payload: a level exceeds {levels}")
-        level[codes >> width != 0] *= -1
-        out = level * np.repeat(norms / np.float32(levels), bucket)[:n]
+        sign = (codes >> width).astype(np.int8)
+        sign *= -2
+        sign += 1  # 1 - 2 * sign bit
+        out = level.astype(np.float32)
+        out *= sign
+        out *= np.repeat(norms / np.float32(levels), bucket)[:n]
         return out.reshape(shape)
 
 
