@@ -76,11 +76,7 @@ class JobRun:
         self.folder = folder
         self.outbox = outbox
         spec = self.spec
-        self.settings = GlobalSettings(
-            spec.node_count, spec.redundancy, spec.assignment, spec.params,
-            node_samples=[int(n) for n in message["node_samples"]],
-            learn_rate=spec.learn_rate, batch_size=spec.batch_size,
-        )  # fmt: skip
+        self.settings = GlobalSettings.for_job(spec, [int(n) for n in message["node_samples"]])
         self.attack = parse_attacks(spec.attacks, spec.node_count).get(self.node_id)
         if self.attack is not None and self.attack.on_data:
             self.attack = None  # data attacks were applied by the submitter

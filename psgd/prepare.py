@@ -99,10 +99,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
 
     Raises ``ConfigError`` / ``CodecNotFound`` / ``DatasetError`` before any training starts.
     """
-    settings = GlobalSettings(
-        spec.node_count, spec.redundancy, spec.assignment, spec.params,
-        learn_rate=spec.learn_rate, batch_size=spec.batch_size,
-    )  # fmt: skip
+    settings = GlobalSettings.for_job(spec)
     codec_classes = [resolve_codec(name, cwd) for name in spec.codec_names()]
     ps_names = spec.ps_codec_names()
     ps_classes = [resolve_codec(name, cwd) for name in ps_names] if ps_names else None

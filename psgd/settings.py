@@ -11,7 +11,10 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from psgd.job import JobSpec
 
 from psgd.errors import ConfigError
 
@@ -89,8 +92,8 @@ class GlobalSettings:
     node_2_block, block_2_node:
         ``node_2_block[node]`` lists the blocks a node holds; ``block_2_node[block]`` the
         nodes that hold a block.
-    node_samples, learn_rate, batch_size:
-        psgd extensions: training samples per worker, the job's learning rate and batch size.
+    node_samples, learn_rate, batch_size, sync, exchange, optimizer, seed:
+        psgd extensions: training samples per worker and the job's settings.
     """
 
     _default: GlobalSettings | None = None
@@ -117,6 +120,11 @@ class GlobalSettings:
         #: The job's learning rate and per-node batch size (0 when unknown).
         self.learn_rate = learn_rate
         self.batch_size = batch_size
+        #: The job's sync mode, exchange mode, local optimizer and seed ("" / 0 when unknown).
+        self.sync = ""
+        self.exchange = ""
+        self.optimizer = ""
+        self.seed = 0
 
     @property
     def nodes(self) -> list[int]:
@@ -137,6 +145,17 @@ class GlobalSettings:
     @property
     def block_2_node(self) -> list[list[int]]:
         return self.block_assignment.block_2_node
+
+    @classmethod
+    def for_job(cls, spec: JobSpec, node_samples: list[int] | None = None) -> GlobalSettings:
+        """The settings codecs see for a job."""
+        settings = cls(
+            spec.node_count, spec.redundancy, spec.assignment, spec.params, node_samples,
+            spec.learn_rate, spec.batch_size,
+        )  # fmt: skip
+        settings.sync, settings.exchange = spec.sync, spec.exchange
+        settings.optimizer, settings.seed = spec.optimizer, spec.seed
+        return settings
 
     def get_adversary(self, block_id: int) -> list[int]:
         """The nodes that do not hold ``block_id``: whom to send that block to."""

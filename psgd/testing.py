@@ -8,7 +8,9 @@
 Each round every node hands each of its blocks (random arrays, the same for every holder of
 a block) to ``update_blocks``; packages are encoded with the real wire format (so bytes are
 the real ones and unsendable content fails here) and delivered one by one until the network
-is quiet. In ``ssgd`` mode every node must then have a result; a node without one gets one
+is quiet (a codec with an ``initial_weights`` hook first gets zeros of the shape, on every
+node; ``--param learn_rate=`` sets ``GlobalSettings.learn_rate``, default 0.01). In
+``ssgd`` mode every node must then have a result; a node without one gets one
 ``do_something_to_save_yourself()`` call and is counted as a timeout. In ``asgd`` mode
 packages are delivered late and in random order, and results are taken when present. Where
 a codec defines ``expected(self, blocks)`` (``blocks``: this round's ``{block_id: array}``),
@@ -195,6 +197,8 @@ def _run(
     if sync not in ("ssgd", "asgd"):
         raise ConfigError(f"--sync: expected ssgd or asgd, got {sync!r}")
     settings = GlobalSettings(nodes, redundancy, assignment, params)
+    settings.learn_rate = float(settings.params.get("learn_rate", 0.01))
+    settings.sync, settings.seed = sync, seed
     GlobalSettings.set_default(settings)
     rng = np.random.default_rng(seed)
     try:
@@ -204,6 +208,11 @@ def _run(
         if server_class is not None:
             codecs[Parameter_Server] = _construct(server_class, Parameter_Server)
         cluster = _Cluster(codecs, rng, shuffle=sync == "asgd")
+        start = np.zeros(tuple(shape), dtype=np.float32)
+        for node, codec in codecs.items():
+            if callable(getattr(codec, "initial_weights", None)):
+                cluster.call(node, "initial_weights", start.copy())
+        cluster.deliver()
         results_seen = dict.fromkeys(range(nodes), 0)
         for round_no in range(rounds):
             blocks = {

@@ -116,11 +116,12 @@ def test_dcasgd_server_compensates_a_stale_gradient_with_the_weights_its_worker_
 
 
 def test_dcasgd_server_needs_a_learning_rate_and_says_how_to_give_one():
-    check = check_ps("ps.AsyncPSClient", "ps.DCASGDServer")  # the harness has no learn_rate
+    check = check_ps("ps.AsyncPSClient", "ps.DCASGDServer", params={"learn_rate": 0})
     assert not check.passed
     assert "DCASGDServer: needs the job's learning rate" in check.reason
     assert "--param dc_learn_rate" in check.reason
     check_ps("ps.AsyncPSClient", "ps.DCASGDServer", params={"dc_learn_rate": 0.1}).assert_ok()
+    check_ps("ps.AsyncPSClient", "ps.DCASGDServer").assert_ok()  # the harness's default 0.01
 
 
 # --- codec harness --------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def _dc_asgd(checked, weights, sender, step):
     ("apply", "server", "params"),
     [
         (_sgd, "ps.AsyncPSServer", {}),
-        (_dc_asgd, "ps.DCASGDServer", {"dc_lambda": 0.5, "dc_learn_rate": 1.0}),
+        (_dc_asgd, "ps.DCASGDServer", {"dc_lambda": 0.5, "learn_rate": 1.0}),
     ],
 )
 def test_async_servers_harness_matches_a_replay_in_arrival_order(apply, server, params):
