@@ -16,7 +16,7 @@ from pathlib import Path
 
 from psgd.codec import Codec
 from psgd.errors import CodecNotFound, ConfigError
-from psgd.loader import load_module_file
+from psgd.loader import BUILTIN_CODECS_DIR, load_module_file
 
 __all__ = ["bundle_codecs", "load_bundle", "unload_bundle"]
 
@@ -66,9 +66,11 @@ def bundle_codecs(classes: Sequence[type[Codec]]) -> tuple[dict[str, str], list[
             origins[stem] = current
             sources[stem] = current.read_text(encoding="utf-8")
             for name in sorted(_imported_names(sources[stem])):
-                sibling = current.parent / f"{name}.py"
-                if sibling.is_file():
-                    pending.append(sibling.resolve())
+                for folder in (current.parent, BUILTIN_CODECS_DIR):
+                    sibling = folder / f"{name}.py"
+                    if sibling.is_file():
+                        pending.append(sibling.resolve())
+                        break
     return sources, names
 
 

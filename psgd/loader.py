@@ -36,7 +36,11 @@ def codec_name(cls: type) -> str:
 
 
 def load_module_file(path: Path) -> ModuleType:
-    """Load a Python file as a module (once per file), its folder importable meanwhile."""
+    """Load a Python file as a module (once per file).
+
+    While it runs, its own folder and then the built-in codecs folder are importable, so it
+    can import sibling modules and build on built-in codecs (``from plain import Plain``).
+    """
     path = path.resolve()
     with _load_lock:
         if path in _loaded:
@@ -49,8 +53,9 @@ def load_module_file(path: Path) -> ModuleType:
         if spec is None or spec.loader is None:
             raise CodecNotFound(f"cannot load {path} as a Python module")
         module = importlib.util.module_from_spec(spec)
-        folder = str(path.parent)
-        sys.path.insert(0, folder)
+        # Its own folder first, then the built-in codecs (a user codec may build on them).
+        folders = [str(path.parent), str(BUILTIN_CODECS_DIR)]
+        sys.path[:0] = folders
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
@@ -58,8 +63,9 @@ def load_module_file(path: Path) -> ModuleType:
             sys.modules.pop(name, None)
             raise
         finally:
-            if folder in sys.path:
-                sys.path.remove(folder)
+            for folder in folders:
+                if folder in sys.path:
+                    sys.path.remove(folder)
         _loaded[path] = module
         return module
 

@@ -81,3 +81,18 @@ def test_bad_bundles_are_refused(tmp_path):
         load_bundle({"../evil": "x = 1\n"}, ["a.C"], tmp_path / "j2")
     with pytest.raises(CodecNotFound, match="no codec class"):
         load_bundle({"a": "x = 1\n"}, ["a.C"], tmp_path / "j3")
+
+
+def test_user_codec_can_build_on_a_builtin_one_and_ships_it(tmp_path):
+    folder = tmp_path / "codecs"
+    folder.mkdir()
+    (folder / "mine.py").write_text(
+        "from compression import Compressing\nfrom plain import Plain\n\n\n"
+        "class TopKMine(Compressing, Plain):\n    pass\n"
+    )
+    cls = resolve_codec("mine.TopKMine", cwd=tmp_path)
+    sources, names = bundle_codecs([cls])
+    assert {"mine", "compression", "plain"} <= set(sources) and names == ["mine.TopKMine"]
+    (loaded,) = load_bundle(sources, names, tmp_path / "job")
+    assert loaded.__name__ == "TopKMine"
+    unload_bundle(tmp_path / "job")
