@@ -19,7 +19,9 @@ worker, and exchange after every batch, with one BLAS thread per process.
 
 Both figures are aggregate samples/s (the sum over the two workers of each one's rate).
 Repeats interleave the two sides, alternating which goes first; the script prints the
-medians and the ratio psgd/baseline. The bar: ratio >= 0.8.
+medians, their ratio psgd/baseline, and the median of the per-repeat ratios (each pair ran
+back to back, so it shares the machine's load). The bar: both ratios >= 0.8. A run whose
+baseline figures spread more than 1.3x is flagged: other processes took CPU during it.
 
     python bench/bench_network_job.py [--repeats 7] [--steps 450]
 """
@@ -50,6 +52,7 @@ SIZES = (784, 128, 128, 10)
 LR, B1, B2, EPS = 0.001, 0.9, 0.999, 1e-8
 MNIST_TRAIN = 60_000
 BAR = 0.8
+NOISY = 1.3  # baseline max/min beyond which a run is flagged as disturbed
 
 
 # --------------------------------------------------------------------------- baseline
@@ -212,21 +215,27 @@ def main() -> None:
 def report(bare: list[float], ours: list[dict[str, Any]], steps: int) -> None:
     rates = [summary["samples_per_s"] for summary in ours]
     bare_median, ours_median = statistics.median(bare), statistics.median(rates)
-    ratio = ours_median / bare_median
+    paired = [o / b for o, b in zip(rates, bare, strict=True)]
+    ratio, paired_median = ours_median / bare_median, statistics.median(paired)
     per_node = [[round(node["samples_per_s"]) for node in s["nodes"]] for s in ours]
-    walls = [s["wall_s"] for s in ours]
     print(
         f"2 workers x {steps} batches of {BATCH}, float32, exchange every batch, "
         f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
     )
-    print(f"baseline numpy+pyzmq : {bare_median:9,.0f} samples/s  runs {[round(b) for b in bare]}")
-    print(f"psgd Plain, 2 daemons: {ours_median:9,.0f} samples/s  runs {[round(r) for r in rates]}")
-    print(f"  psgd per node: {per_node}; job wall times (s): {walls}")
-    paired = [o / b for o, b in zip(rates, bare, strict=True)]
-    print(f"ratio psgd/baseline  : {ratio:9.3f}  (paired per repeat: "
+    print(f"baseline numpy+pyzmq  {bare_median:9,.0f} samples/s  runs {[round(b) for b in bare]}")
+    print(f"psgd Plain, 2 daemons {ours_median:9,.0f} samples/s  runs {[round(r) for r in rates]}")
+    print(f"  psgd per node {per_node}")
+    print(f"  psgd job wall s {[s['wall_s'] for s in ours]}")
+    print(f"ratio psgd/baseline   {ratio:9.3f}  (of the medians)")
+    print(f"paired ratio median   {paired_median:9.3f}  (per repeat: "
           f"{', '.join(f'{p:.2f}' for p in paired)})")  # fmt: skip
-    verdict = "meets" if ratio >= BAR else "MISSES"
-    print(f"{verdict} the bar (>= {BAR})")
+    spread = max(bare) / min(bare)
+    if spread > NOISY:
+        print(f"warning: baseline runs differ {spread:.1f}x: other processes took CPU during "
+              "this run; its ratios are unreliable, run again on a quieter machine")  # fmt: skip
+    worst = min(ratio, paired_median)
+    verdict = "meets" if worst >= BAR else "MISSES"
+    print(f"{verdict} the bar (>= {BAR}, both ratios)")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ Sides:
   The pinger sends ``[8-byte header, *array buffers]`` with ``copy=False``; the echo receives
   with ``copy=False``, views each frame with ``np.frombuffer`` and sends those views back; the
   pinger views the echo the same way.
-- "raw-1": the same over one DEALER <-> ROUTER connection used both ways (printed for
-  reference: on loopback it is slower than a connection per direction).
+- "raw-1": the same over one DEALER <-> ROUTER connection used both ways (for reference; on
+  a loaded 2-vCPU box it measured from equal to ~25% slower than a connection per direction).
 - "psgd": a ``psgd.transport.PeerChannel`` in each process (same job id, connected to each
   other): node 0 does ``channel.send([1], layer=0, content)`` then ``channel.recv(timeout)``;
   node 1 receives and sends ``package.content`` back.
@@ -21,7 +21,8 @@ Sides:
 This process times every round trip. The sides take turns of ``--round-trips`` round trips
 (``--repeats`` turns each, order rotating), so load from other processes hits all alike.
 Printed per payload: the median over turns of each turn's median round trip (us), the ratio
-psgd/raw, and the median of the paired per-turn ratios. The bar: psgd/raw <= 1.25.
+psgd/raw of those, and the median (and 10th-90th percentiles) of the paired per-turn ratios.
+The bar: both ratios <= 1.25 for both payloads.
 
     python bench/bench_transport.py [--repeats 30] [--round-trips 50]
 """
@@ -258,15 +259,15 @@ def report(samples: dict[str, dict[str, list[float]]], nbytes: int, args: Any) -
     for name, sides in samples.items():
         raw_us, one_us, psgd_us = (statistics.median(sides[s]) for s in ("raw", "raw-1", "psgd"))
         ratio = psgd_us / raw_us
-        worst = max(worst, ratio)
         paired = [p / r for p, r in zip(sides["psgd"], sides["raw"], strict=True)]
         low, mid, high = np.percentile(paired, [10, 50, 90])
+        worst = max(worst, ratio, mid)
         print(
             f"{name:42} {raw_us:7.0f} {one_us:8.0f} {psgd_us:8.0f} {ratio:8.3f}x {mid:6.3f}x "
             f"{low:6.2f} - {high:.2f}"
         )
     verdict = "meets" if worst <= BAR else "MISSES"
-    print(f"worst ratio psgd/raw {worst:.3f}: {verdict} the bar (<= {BAR})")
+    print(f"worst ratio psgd/raw {worst:.3f}: {verdict} the bar (<= {BAR}, both ratios)")
 
 
 if __name__ == "__main__":

@@ -266,6 +266,8 @@ class Daemon:
             self.job = None
             self.jobs_served += 1
             _log.info("job %s over (%s); idle", job.job_id, job.outcome)
+            if job.final is not None:  # only now: a submitter that reads DONE finds us idle
+                self._send(job.submitter, job.final)
             return
         if now - self._last_heartbeat_sent >= HEARTBEAT_INTERVAL_S:
             self._last_heartbeat_sent = now
@@ -312,7 +314,7 @@ class Daemon:
                 self.limits, self.security,
             )  # fmt: skip
         except Exception as exc:
-            _log.warning("job %s node %s rejected: %s", job_id, node, exc)
+            _log.warning("job %.40r node %s rejected: %.2000s", job_id, node, exc)
             self._send(
                 identity, protocol.make(protocol.REJECTED, job=job_id, node=node, reason=str(exc))
             )
@@ -333,8 +335,19 @@ class Daemon:
 
     def _on_start(self, identity: bytes, message: protocol.Message) -> None:
         job = self._current(identity, message)
-        if job is not None and not job.started:
-            job.start(message["peers"])
+        if job is None or job.started:
+            return
+        try:
+            peers = {int(node): str(address) for node, address in message["peers"].items()}
+            if any(not a.startswith("tcp://") for a in peers.values()):
+                raise ValueError("peer addresses must be tcp://host:port")
+            job.start(peers)
+        except (ValueError, TypeError, zmq.ZMQError) as exc:
+            reason = f"bad START for job {job.job_id}: {exc}"
+            _log.warning("%s", reason)
+            self._send(identity, protocol.make(protocol.FAILED, job=job.job_id, node=job.node_id,
+                                               error=reason, log=""))  # fmt: skip
+            self._discard_unstarted(job)
 
     def _on_heartbeat(self, identity: bytes, message: protocol.Message) -> None:
         self._current(identity, message)

@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import zmq
 
 from psgd import protocol, wire
-from psgd.attacks import parse_attacks
+from psgd.attacks import Attack, parse_attacks
 from psgd.bundle import load_bundle, unload_bundle
 from psgd.channel import JobAborted
 from psgd.codec import Codec
@@ -59,6 +60,7 @@ class JobRun:
         self,
         message: protocol.Message,
         submitter: bytes,
+        parts: _JobParts,
         classes: list[type[Codec]],
         channel: PeerChannel,
         folder: Path,
@@ -67,19 +69,16 @@ class JobRun:
         self.job_id: str = message["job"]
         self.node_id: int = message["node"]
         self.role: str = message["role"]
-        self.spec = JobSpec.from_dict(message["spec"])
         self.content = message.content
-        self.config = TrainerConfig(**message["trainer"])
+        self.spec, self.config, self.settings = parts.spec, parts.config, parts.settings
+        self.attack = parts.attack
         self.submitter = submitter
         self.classes = classes
         self.channel = channel
         self.folder = folder
         self.outbox = outbox
-        spec = self.spec
-        self.settings = GlobalSettings.for_job(spec, [int(n) for n in message["node_samples"]])
-        self.attack = parse_attacks(spec.attacks, spec.node_count).get(self.node_id)
-        if self.attack is not None and self.attack.on_data:
-            self.attack = None  # data attacks were applied by the submitter
+        #: DONE or FAILED, sent by the daemon once it is idle again (never before).
+        self.final: list[Any] | None = None
         self.last_heard = time.monotonic()
         self.started = False
         self.aborted = False
@@ -93,10 +92,10 @@ class JobRun:
     def data_port(self) -> int:
         return int(self.channel.address.rsplit(":", 1)[1])
 
-    def start(self, peers: dict[Any, str]) -> None:
-        """Connect to the peers and run the job on its own thread."""
+    def start(self, peers: dict[int, str]) -> None:
+        """Connect to the peers (checked by the caller) and run the job on its own thread."""
+        self.channel.connect(peers)
         self.started = True
-        self.channel.connect({int(node): address for node, address in peers.items()})
         target = self._run_worker if self.role == "worker" else self._run_server
         self._thread = threading.Thread(target=self._guarded, args=(target,), name="psgd-job")
         self._thread.start()
@@ -124,7 +123,10 @@ class JobRun:
 
     def _report(self, type_: str, content: Any = None, **fields: Any) -> None:
         frames = protocol.make(type_, content, job=self.job_id, **fields)
-        self.outbox.put((self.submitter, frames))
+        if type_ in (protocol.DONE, protocol.FAILED):
+            self.final = frames
+        else:
+            self.outbox.put((self.submitter, frames))
 
     def _checkpoint(self, state: dict[str, Any]) -> None:
         self._report(protocol.CHECKPOINT, state, node=self.node_id, epoch=int(state["epoch"]))
@@ -213,6 +215,29 @@ class JobRun:
         )
 
 
+@dataclass
+class _JobParts:
+    """A JOB message's settings, checked before any of its code is loaded."""
+
+    spec: JobSpec
+    config: TrainerConfig
+    settings: GlobalSettings
+    attack: Attack | None
+
+
+def _parts(message: protocol.Message) -> _JobParts:
+    try:
+        spec = JobSpec.from_dict(message["spec"])
+        config = TrainerConfig(**message["trainer"])
+        settings = GlobalSettings.for_job(spec, [int(n) for n in message["node_samples"]])
+        attack = parse_attacks(spec.attacks, spec.node_count).get(message["node"])
+    except Exception as exc:
+        raise ConfigError(f"bad job settings: {type(exc).__name__}: {exc}") from None
+    if attack is not None and attack.on_data:
+        attack = None  # data attacks were applied by the submitter
+    return _JobParts(spec, config, settings, attack)
+
+
 def prepare_run(
     message: protocol.Message,
     submitter: bytes,
@@ -229,7 +254,10 @@ def prepare_run(
         raise ConfigError(f"job role must be 'worker' or 'ps', got {role!r:.20}")
     if role == "worker" and not isinstance(message.content, dict):
         raise ConfigError("job carries no model and data")
+    parts = _parts(message)  # before running any shipped code
     folder = work_dir / f"job-{message['job']}-{message['node']}"
+    if folder.resolve().parent != work_dir.resolve():
+        raise ConfigError(f"job id {message['job']!r:.40} is not a plain name")
     try:
         classes = load_bundle(message["bundle"], message["codecs"], folder)
     except Exception as exc:
@@ -238,9 +266,14 @@ def prepare_run(
         detail = traceback.format_exc()
         raise ConfigError(f"cannot load the codec: {type(exc).__name__}: {exc}\n{detail}") from None
     aborted = threading.Event()
-    channel = PeerChannel(
-        context, message["node"], message["job"], bind_host, aborted.is_set, limits, security
-    )
-    run = JobRun(message, submitter, classes, channel, folder, outbox)
+    try:
+        channel = PeerChannel(
+            context, message["node"], message["job"], bind_host, aborted.is_set, limits, security
+        )
+    except Exception:
+        unload_bundle(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    run = JobRun(message, submitter, parts, classes, channel, folder, outbox)
     channel.aborted = run._abort.is_set
     return run

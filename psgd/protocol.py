@@ -6,6 +6,7 @@ adds and checks the protocol version), and the content's arrays as extra frames.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from psgd import wire
@@ -81,6 +82,10 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
+#: Job ids name folders on workers: letters, digits, '.', '_' and '-' only, no leading dot.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 class Message:
     """A decoded message: its type, header fields and content."""
 
@@ -116,6 +121,8 @@ def check_fields(type_: str, fields: dict[str, Any]) -> None:
         value = fields.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
             raise MalformedMessage(f"{type_}: field {name!r} missing or not {kind}")
+    if "job" in expected and not _JOB_ID.fullmatch(fields["job"]):
+        raise MalformedMessage(f"{type_}: job id {fields['job']!r:.40} is not a plain name")
 
 
 def parse(

@@ -20,6 +20,7 @@ import pytest
 from netns import Daemon, Lab, NetnsUnavailable
 
 from psgd.blas import BLAS_ENV_VARS
+from psgd.security import generate_keys
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 15387
@@ -51,8 +52,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start_daemons(lab: Lab, count: int, log_root: Path) -> list[Daemon]:
-    """``count`` namespaces, each running ``worker.py --bind <its address> --port 15387``."""
+def _start_daemons(lab: Lab, count: int, log_root: Path, security: list[str]) -> list[Daemon]:
+    """``count`` namespaces, each running ``worker.py --bind <its address> --port 15387``.
+
+    ``security`` is ``["--keys", DIR]`` (CURVE) or ``["--insecure"]`` (a bind beyond loopback
+    without keys must be insisted on).
+    """
     try:
         hosts = [lab.add_host() for _ in range(count)]
     except NetnsUnavailable as exc:
@@ -60,7 +65,8 @@ def _start_daemons(lab: Lab, count: int, log_root: Path) -> list[Daemon]:
     daemons = []
     for host in hosts:
         argv = [sys.executable, str(REPO / "worker.py"), "--bind", host.address,
-                "--port", str(PORT), "--log-dir", str(log_root / host.namespace)]  # fmt: skip
+                "--port", str(PORT), "--log-dir", str(log_root / host.namespace),
+                *security]  # fmt: skip
         ready = f"psgd worker listening on tcp://{host.address}:{PORT}"
         daemons.append(lab.start(host, argv, ready, env=_env(), cwd=REPO))
     return daemons
@@ -119,10 +125,12 @@ def _assert_served(daemon: Daemon, log_root: Path, job_id: str, role: str) -> No
     assert "Traceback" not in daemon.output, daemon.output
 
 
-def test_plain_job_runs_across_three_namespaces(lab: Lab, tmp_path: Path) -> None:
+def test_plain_job_runs_across_three_namespaces_with_curve_keys(lab: Lab, tmp_path: Path) -> None:
     log_root = tmp_path / "daemon-logs"
-    workers = _start_daemons(lab, 3, log_root)
-    done = _submit(tmp_path, workers, None, "--codec", "plain.Plain")
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    workers = _start_daemons(lab, 3, log_root, ["--keys", str(keys)])
+    done = _submit(tmp_path, workers, None, "--codec", "plain.Plain", "--keys", str(keys))
     summary = _assert_completed(done, tmp_path, 3)
     assert summary["accuracy"] > 0.8, summary
     for daemon in workers:
@@ -131,7 +139,7 @@ def test_plain_job_runs_across_three_namespaces(lab: Lab, tmp_path: Path) -> Non
 
 def test_fedavg_job_runs_with_a_ps_in_a_fourth_namespace(lab: Lab, tmp_path: Path) -> None:
     log_root = tmp_path / "daemon-logs"
-    *workers, ps = _start_daemons(lab, 4, log_root)
+    *workers, ps = _start_daemons(lab, 4, log_root, ["--insecure"])
     done = _submit(tmp_path, workers, ps, "--codec", "fedavg.FedAvgClient",
                    "--ps-codec", "fedavg.FedAvgServer", "--param", "local_steps=10")  # fmt: skip
     summary = _assert_completed(done, tmp_path, 3)
