@@ -15,7 +15,7 @@ Sides:
 - "raw-1": the same over one DEALER <-> ROUTER connection used both ways (for reference; on
   a loaded 2-vCPU box it measured from equal to ~25% slower than a connection per direction).
 - "psgd": a ``psgd.transport.PeerChannel`` in each process (same job id, connected to each
-  other): node 0 does ``channel.send([1], layer=0, content)`` then ``channel.recv(timeout)``;
+  other): node 0 does ``channel.send([1], [(0, content)])`` then ``channel.recv(timeout)``;
   node 1 receives and sends ``package.content`` back.
 
 This process times every round trip. The sides take turns of ``--round-trips`` round trips
@@ -112,7 +112,7 @@ def psgd_echo(conn: Any) -> None:
         package = channel.recv(RECV_TIMEOUT_S)
         if package is None or isinstance(package.content, bytes):
             break
-        channel.send([package.sender], package.layer, package.content)
+        channel.send([package.sender], [(package.layer, package.content)])
     channel.close()
     context.term()
 
@@ -148,7 +148,7 @@ def psgd_pinger(channel: PeerChannel, make: Callable[[int], Any]) -> Run:
         for i in range(n):
             content = make(i)
             start = time.perf_counter()
-            channel.send([1], 0, content)
+            channel.send([1], [(0, content)])
             package = channel.recv(RECV_TIMEOUT_S)
             times.append((time.perf_counter() - start) * 1e6)
             if package is None:
@@ -240,7 +240,7 @@ def main() -> None:
     finally:
         raw_out.send_multipart([STOP])
         one.send_multipart([STOP])
-        channel.send([1], 0, STOP)
+        channel.send([1], [(0, STOP)])
         for child in children:
             child.join(10)
         channel.close()

@@ -7,6 +7,7 @@ piece of code wherever it runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,15 +33,16 @@ class Package:
 class Channel(Protocol):
     """What a node uses to talk to the others.
 
-    ``send`` encodes once and delivers to every target; ``recv`` returns the next package or
-    None after ``timeout_s``; both raise ``JobAborted`` once the job is aborted.
+    ``send`` encodes once and delivers one message to every target; ``recv`` returns the next
+    package (a message carrying several layers' items yields them one by one) or None after
+    ``timeout_s``; both raise ``JobAborted`` once the job is aborted.
     """
 
     node_id: int
     bytes_sent: int
 
-    def send(self, targets: list[int], layer: int, content: Any) -> int:
-        """Send ``content`` for codec ``layer`` to ``targets``; returns bytes put on the wire."""
+    def send(self, targets: list[int], items: Sequence[tuple[int, Any]]) -> int:
+        """Send ``(layer, content)`` items to ``targets``; returns bytes put on the wire."""
         ...
 
     def recv(self, timeout_s: float) -> Package | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from psgd import protocol, wire
@@ -55,32 +57,32 @@ class InProcessNetwork:
         for inbox in self._inboxes.values():
             inbox.put(_ABORT)
 
-    def deliver(self, sender: int, targets: list[int], layer: int, content: Any) -> int:
+    def deliver(self, sender: int, targets: list[int], items: Sequence[tuple[int, Any]]) -> int:
         if self._aborted.is_set():
             raise JobAborted(self.abort_reason)
         for target in targets:
             if target not in self._inboxes:
                 raise CodecError(
-                    f"node {sender} layer {layer}: netEncapsulation target {target} is not a "
-                    f"node of this job (nodes: {self.node_ids})"
+                    f"node {sender} layer {items[0][0]}: netEncapsulation target {target} is not "
+                    f"a node of this job (nodes: {self.node_ids})"
                 )
-        frames = protocol.make(protocol.PACKAGE, content, job=self.job_id, src=sender, layer=layer)
+        frames = protocol.make_packages(self.job_id, sender, items)
         owned = [bytes(frame) for frame in frames]
         size = wire.frames_size(owned)
         for target in targets:
             self._inboxes[target].put(owned)
         return size * len(targets)
 
-    def receive(self, node_id: int, timeout_s: float) -> Package | None:
+    def receive(self, node_id: int, timeout_s: float) -> list[Package]:
         try:
             item = self._inboxes[node_id].get(timeout=max(timeout_s, 0.0))
         except queue.Empty:
-            return None
+            return []
         if item is _ABORT:
             self._inboxes[node_id].put(_ABORT)  # keep later calls failing fast too
             raise JobAborted(self.abort_reason)
         message = protocol.parse(item, protocol.PEER_TYPES)
-        return Package(message["src"], message["layer"], message.content, wire.frames_size(item))
+        return [Package(*p) for p in protocol.split_packages(message, wire.frames_size(item))]
 
 
 class InProcessChannel:
@@ -91,12 +93,15 @@ class InProcessChannel:
         self.node_id = node_id
         self.bytes_sent = 0
         self.packages_sent = 0
+        self._pending: deque[Package] = deque()
 
-    def send(self, targets: list[int], layer: int, content: Any) -> int:
-        size = self.network.deliver(self.node_id, targets, layer, content)
+    def send(self, targets: list[int], items: Sequence[tuple[int, Any]]) -> int:
+        size = self.network.deliver(self.node_id, targets, items)
         self.bytes_sent += size
         self.packages_sent += len(targets)
         return size
 
     def recv(self, timeout_s: float) -> Package | None:
-        return self.network.receive(self.node_id, timeout_s)
+        if not self._pending:
+            self._pending.extend(self.network.receive(self.node_id, timeout_s))
+        return self._pending.popleft() if self._pending else None

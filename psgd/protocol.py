@@ -7,6 +7,7 @@ adds and checks the protocol version), and the content's arrays as extra frames.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from psgd import wire
@@ -44,7 +45,7 @@ FAILED = "failed"  # {job, node, error, log}
 REFUSED = "refused"  # {reason}: protocol versions differ
 
 #: Peer -> peer.
-PACKAGE = "pkg"  # {job, src, layer} + codec content
+PACKAGE = "pkg"  # {job, src, layers: [int]} + content: one codec content per layer
 
 CONTROL_TYPES = frozenset(
     {HELLO, JOB, START, HEARTBEAT, FINISH, ABORT, HELLO_REPLY, ACCEPTED, REJECTED, PROGRESS,
@@ -78,7 +79,7 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     DONE: {"job": str, "node": int, "report": dict, "log": str},
     FAILED: {"job": str, "node": int, "error": str, "log": str},
     REFUSED: {"reason": str},
-    PACKAGE: {"job": str, "src": int, "layer": int},
+    PACKAGE: {"job": str, "src": int, "layers": list},
 }
 
 
@@ -123,6 +124,28 @@ def check_fields(type_: str, fields: dict[str, Any]) -> None:
             raise MalformedMessage(f"{type_}: field {name!r} missing or not {kind}")
     if "job" in expected and not _JOB_ID.fullmatch(fields["job"]):
         raise MalformedMessage(f"{type_}: job id {fields['job']!r:.40} is not a plain name")
+
+
+def make_packages(job: str, src: int, items: Sequence[tuple[int, Any]]) -> list[Any]:
+    """One peer message carrying ``(layer, content)`` items (one message per step, not six)."""
+    return make(PACKAGE, [content for _, content in items], job=job, src=src,
+                layers=[layer for layer, _ in items])  # fmt: skip
+
+
+def split_packages(message: Message, nbytes: int) -> list[tuple[int, int, Any, int]]:
+    """``(sender, layer, content, nbytes)`` of each item of a PACKAGE message."""
+    layers, contents = message["layers"], message.content
+    if (
+        not isinstance(contents, list)
+        or len(contents) != len(layers)
+        or not layers
+        or not all(type(layer) is int for layer in layers)
+    ):
+        raise MalformedMessage("pkg: layers and contents do not match")
+    share = nbytes // len(layers)
+    return [
+        (message["src"], layer, item, share) for layer, item in zip(layers, contents, strict=True)
+    ]
 
 
 def parse(

@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ class CodecSet:
                     f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
                 ) from exc
         self._locks = [threading.Lock() for _ in self.codecs]
+        self._batch = threading.local()
         self.packages_sent = 0
         if initial is not None:
             for layer, codec in enumerate(self.codecs):
@@ -82,11 +84,40 @@ class CodecSet:
                     f"node {self.node_id} layer {layer}: {type(codec).__name__}.{method} raised "
                     f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
                 ) from exc
+            batch = getattr(self._batch, "items", None)
             for package in packages:
                 targets = package.target()
-                if targets:
-                    self.channel.send(targets, layer, package.content)
-                    self.packages_sent += len(targets)
+                if not targets:
+                    continue
+                if batch is None:
+                    self.channel.send(targets, [(layer, package.content)])
+                else:
+                    for target in targets:
+                        batch.setdefault(target, []).append((layer, package.content))
+                self.packages_sent += len(targets)
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Hold what the codecs send in this block, then send one message per target.
+
+        One message per step instead of one per layer halves the exchange cost (fewer
+        wake-ups of the I/O threads on both sides). Per thread: the ASGD receiver is unaffected.
+        """
+        if getattr(self._batch, "items", None) is not None:
+            yield
+            return
+        self._batch.items = {}
+        try:
+            yield
+            held: dict[int, list[tuple[int, Any]]] = self._batch.items
+        finally:
+            self._batch.items = None
+        by_content: dict[tuple[tuple[int, int], ...], list[int]] = {}
+        for target, items in held.items():  # targets sent the same items share one encoding
+            key = tuple((layer, id(content)) for layer, content in items)
+            by_content.setdefault(key, []).append(target)
+        for targets in by_content.values():
+            self.channel.send(targets, held[targets[0]])
 
     def deliver(self, package: Package) -> None:
         """Hand a received package to its layer's ``receive_blocks``; drop a bad layer index."""
@@ -120,9 +151,10 @@ class SSGD:
 
     def exchange(self, batch: int, blocks: Sequence[Sequence[BlockWeight]]) -> list[Any]:
         """Give each layer codec its blocks, wait for every result, return them by layer."""
-        for layer, layer_blocks in enumerate(blocks):
-            for block_weight in layer_blocks:
-                self.codecs.call(layer, "update_blocks", block_weight)
+        with self.codecs.batched():
+            for layer, layer_blocks in enumerate(blocks):
+                for block_weight in layer_blocks:
+                    self.codecs.call(layer, "update_blocks", block_weight)
         self._wait(batch)
         return [codec.get_result() for codec in self.codecs.codecs]
 
@@ -187,9 +219,10 @@ class ASGD:
         """Give each layer codec its blocks; return each layer's result or None."""
         if self._error is not None:
             raise self._error
-        for layer, layer_blocks in enumerate(blocks):
-            for block_weight in layer_blocks:
-                self.codecs.call(layer, "update_blocks", block_weight)
+        with self.codecs.batched():
+            for layer, layer_blocks in enumerate(blocks):
+                for block_weight in layer_blocks:
+                    self.codecs.call(layer, "update_blocks", block_weight)
         return [codec.get_result() if codec.is_done() else None for codec in self.codecs.codecs]
 
     def close(self) -> None:
@@ -203,8 +236,12 @@ def serve(codecs: CodecSet, stop: threading.Event) -> None:
     """Deliver packages to ``codecs`` until ``stop`` is set (a parameter server's whole life)."""
     while not stop.is_set():
         package = codecs.channel.recv(SERVE_POLL_S)
-        if package is not None:
-            codecs.deliver(package)
+        if package is None:
+            continue
+        with codecs.batched():  # replies to what is already here go out together
+            while package is not None:
+                codecs.deliver(package)
+                package = codecs.channel.recv(0)
 
 
 SYNC_MODES: dict[str, type[SSGD] | type[ASGD]] = {"ssgd": SSGD, "asgd": ASGD}

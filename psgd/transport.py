@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -129,23 +129,21 @@ class PeerChannel:
             sock.connect(address)
             self.peers[node] = sock
 
-    def send(self, targets: list[int], layer: int, content: Any) -> int:
+    def send(self, targets: list[int], items: Sequence[tuple[int, Any]]) -> int:
         if self.aborted():
             raise JobAborted("job aborted")
         unknown = [t for t in targets if t != self.node_id and t not in self.peers]
         if unknown:
             raise CodecError(
-                f"node {self.node_id} layer {layer}: netEncapsulation target {unknown[0]} is not "
-                f"a node of this job (nodes: {sorted([self.node_id, *self.peers])})"
+                f"node {self.node_id} layer {items[0][0]}: netEncapsulation target {unknown[0]} "
+                f"is not a node of this job (nodes: {sorted([self.node_id, *self.peers])})"
             )
-        frames = protocol.make(
-            protocol.PACKAGE, content, job=self.job_id, src=self.node_id, layer=layer
-        )
+        frames = protocol.make_packages(self.job_id, self.node_id, items)
         size = wire.frames_size(frames)
         with self._send_lock:
             for target in targets:
                 if target == self.node_id:
-                    self._local.append(self._decode([bytes(f) for f in frames]))
+                    self._local.extend(self._decode([bytes(f) for f in frames]))
                     continue
                 self.peers[target].send_multipart(frames, copy=False)
         sent = size * sum(1 for t in targets if t != self.node_id)
@@ -163,15 +161,15 @@ class PeerChannel:
             wait_ms = int(max(0.0, min(remaining, ABORT_POLL_S)) * 1000)
             if self._poller.poll(wait_ms):
                 frames = self.router.recv_multipart(copy=False)
-                package = self._accept(frames)
-                if package is not None:
-                    return package
+                self._local.extend(self._accept(frames))
+                if self._local:
+                    return self._local.popleft()
             elif remaining <= 0:
                 return None
 
-    def _accept(self, frames: list[zmq.Frame]) -> Package | None:
+    def _accept(self, frames: list[zmq.Frame]) -> list[Package]:
         try:
-            package = self._decode(frames[1:])
+            packages = self._decode(frames[1:])
         except MalformedMessage as exc:
             self.dropped += 1
             head = bytes(frames[1].buffer[:16]) if len(frames) > 1 else b""
@@ -182,14 +180,16 @@ class PeerChannel:
                 head,
                 exc,
             )
-            return None
-        return package
+            return []
+        return packages
 
-    def _decode(self, frames: list[Any]) -> Package:
+    def _decode(self, frames: list[Any]) -> list[Package]:
         message = protocol.parse(frames, protocol.PEER_TYPES, self.limits)
         if message["job"] != self.job_id:
             raise MalformedMessage(f"package of job {message['job']!r:.40}, not {self.job_id}")
-        return Package(message["src"], message["layer"], message.content, wire.frames_size(frames))
+        return [
+            Package(*item) for item in protocol.split_packages(message, wire.frames_size(frames))
+        ]
 
     def close(self) -> None:
         """Close every socket (no linger: the job is over)."""

@@ -158,8 +158,11 @@ def peer_verdict(frames: list[bytes], limits: DaemonLimits, job: str) -> str:
         return DROPPED
     if message["job"] != job:
         return DROPPED
-    layer = message["layer"]
-    return "valid" if 0 <= layer < LAYERS else UNKNOWN_LAYER
+    try:
+        items = protocol.split_packages(message, 0)
+    except MalformedMessage:
+        return DROPPED
+    return "valid" if all(0 <= item[1] < LAYERS for item in items) else UNKNOWN_LAYER
 
 
 def _frames(raw: list[Any]) -> list[bytes]:
@@ -282,7 +285,7 @@ class HostileMessages:
                 {"weights": arrays, "blocks": {0: (arrays[0], arrays[1])}},
                 **tiny_job(other, "worker"),
             ),
-            protocol.make(protocol.PACKAGE, (0, 1, arrays[0]), job=job or other, src=1, layer=0),
+            protocol.make_packages(job or other, 1, [(0, (0, 1, arrays[0]))]),
         ]
         return _frames(self._pick(choices))
 
@@ -542,8 +545,8 @@ class HostileMessages:
             yield hostile
 
     def _package(self, job: str, **fields: Any) -> list[bytes]:
-        content = (0, 0, self.rng.standard_normal(int(self.rng.integers(1, 50))))
-        header = {"job": job, "src": int(self.rng.integers(-2, 4)), "layer": 0, **fields}
+        content = [(0, 0, self.rng.standard_normal(int(self.rng.integers(1, 50))))]
+        header = {"job": job, "src": int(self.rng.integers(-2, 4)), "layers": [0], **fields}
         return _frames(protocol.make(protocol.PACKAGE, content, **header))
 
     def _package_of_another_job(self, job: str) -> Hostile:
@@ -558,8 +561,8 @@ class HostileMessages:
         )
 
     def _package_wrong_field(self, job: str) -> Hostile:
-        fields: dict[str, Any] = {"t": protocol.PACKAGE, "job": job, "src": 0, "layer": 0}
-        name = self._pick(["job", "src", "layer"])
+        fields: dict[str, Any] = {"t": protocol.PACKAGE, "job": job, "src": 0, "layers": [0]}
+        name = self._pick(["job", "src", "layers"])
         if self.rng.random() < 0.3:
             del fields[name]
         else:
@@ -571,16 +574,16 @@ class HostileMessages:
         if hostile is None:
             return None
         header = msgpack.unpackb(hostile.frames[0], strict_map_key=False, ext_hook=msgpack.ExtType)
-        header.update({"t": protocol.PACKAGE, "job": job, "src": 0, "layer": 0})
+        header.update({"t": protocol.PACKAGE, "job": job, "src": 0, "layers": [0]})
         return Hostile(
             "package with a bad array", [msgpack.packb(header), *hostile.frames[1:]], DROPPED
         )
 
     def _package_of_another_version(self, job: str) -> Hostile:
-        fields = {"t": protocol.PACKAGE, "job": job, "src": 0, "layer": 0}
+        fields = {"t": protocol.PACKAGE, "job": job, "src": 0, "layers": [0]}
         return Hostile(
             "package of another version",
-            [_header(fields, (0, 0, 1.0), proto=self._pick([0, 2, "1"]))],
+            [_header(fields, [(0, 0, 1.0)], proto=self._pick([0, 2, "1"]))],
             DROPPED,
         )
 
@@ -588,17 +591,19 @@ class HostileMessages:
         """Over --max-message-mb in total, each frame under it (libzmq lets each through)."""
         third = self.limits.max_message_bytes // 3 // 4 + 64
         parts = [np.ones(third, dtype=np.float32) for _ in range(3)]
-        frames = _frames(protocol.make(protocol.PACKAGE, parts, job=job, src=1, layer=0))
+        frames = _frames(
+            protocol.make_packages(job, 1, [(i, part) for i, part in enumerate(parts)])
+        )
         return Hostile("package over --max-message-mb", frames, DROPPED)
 
     def _package_over_frames(self, job: str) -> Hostile:
         parts = [np.zeros(1, dtype=np.uint8)] * (self.limits.max_frames + 1)
-        header = {"t": protocol.PACKAGE, "job": job, "src": 1, "layer": 0}
+        header = {"t": protocol.PACKAGE, "job": job, "src": 1, "layers": [0]}
         frames = _frames(wire.encode(header, parts, limits=wire.Limits(max_frames=1 << 16)))
         return Hostile("package over --max-frames", frames, DROPPED)
 
     def _package_for_an_unknown_layer(self, job: str) -> Hostile:
         layer = int(self._pick([-1, LAYERS, LAYERS + 1, 99, 1 << 40, -(1 << 62)]))
         return Hostile(
-            "package for an unknown layer", self._package(job, layer=layer), UNKNOWN_LAYER
+            "package for an unknown layer", self._package(job, layers=[layer]), UNKNOWN_LAYER
         )
