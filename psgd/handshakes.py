@@ -33,7 +33,7 @@ def _peer_of(fd: int) -> str:
             host, port = sock.getpeername()[:2]
             return f"{host}:{port}"
     except OSError:
-        return "an unknown address"
+        return "an unknown address (it hung up before it could be read)"
 
 
 class HandshakeMonitor:

@@ -101,7 +101,9 @@ def test_plaintext_submitter_is_refused_and_logged(secure_daemon):
     job = prepare_job(JobSpec(**SMALL))
     result = Submitter(job, [secure_daemon.endpoint], answer_timeout_s=1.5).run()
     assert result.error is not None and "answers only submitters with --keys" in result.error
-    log = wait_for_log(secure_daemon, "refused a connection from 127.0.0.1:")
+    # The address comes from the accepted socket; a peer that hangs up at once can be gone
+    # before it is read, so it may be logged as unknown (ZAP refusals always carry it).
+    log = wait_for_log(secure_daemon, "refused a connection from ")
     assert "plaintext client" in log or "wrong server key" in log
 
 
