@@ -257,6 +257,14 @@ class LayerSizes(click.ParamType):
     help="Which key pair in --keys is this submitter's.",
 )
 @click.option(
+    "--components",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Learners per node: >1 trains FedEM's mixture of that many MLPs (mixture weights stay "
+    "local; every component's variables go through the codecs).",
+)
+@click.option(
     "--checkpoint-every",
     "checkpoint_every",
     type=click.IntRange(min=0),

@@ -114,6 +114,7 @@ class JobSpec:
     partition_args: dict[str, Any] = field(default_factory=dict)
     attacks: list[str] = field(default_factory=list)
     checkpoint_every: int = 0
+    components: int = 1
     train_samples: int | None = None
     test_samples: int | None = None
     job_id: str = field(default_factory=new_job_id)
@@ -155,8 +156,8 @@ class JobSpec:
 
     @property
     def layer_count(self) -> int:
-        """Number of trainable variables (weights and bias of each dense layer)."""
-        return 2 * (len(self.model) - 1)
+        """Number of trainable variables (weights and bias of each dense layer, per component)."""
+        return 2 * (len(self.model) - 1) * max(1, self.components)
 
     def codec_names(self) -> list[str]:
         """The worker codec name of each layer."""

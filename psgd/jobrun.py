@@ -26,7 +26,7 @@ from psgd.channel import JobAborted
 from psgd.codec import Codec
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
-from psgd.nn import build_mlp
+from psgd.nn import build_learner
 from psgd.security import Security
 from psgd.settings import GlobalSettings
 from psgd.sync import CodecSet, serve
@@ -164,7 +164,9 @@ class JobRun:
 
     def _run_worker(self) -> None:
         spec = self.spec
-        model = build_mlp(spec.model, activation=spec.activation, rng=np.random.default_rng(0))
+        model = build_learner(
+            spec.model, spec.activation, spec.components, np.random.default_rng(0)
+        )
         model.set_weights(list(self.content["weights"]))
         blocks = {
             int(b): (np.asarray(x), np.asarray(y)) for b, (x, y) in self.content["blocks"].items()

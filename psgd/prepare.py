@@ -16,7 +16,7 @@ from psgd.data import Dataset, load_dataset, partition
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.nn import Sequential, build_mlp, make_optimizer
+from psgd.nn import Learner, build_learner, make_optimizer
 from psgd.settings import GlobalSettings
 from psgd.trainer import TrainerConfig, per_block_batch, steps_per_epoch
 
@@ -37,10 +37,12 @@ class PreparedJob:
     trainer_config: TrainerConfig
     attacks: dict[int, Attack] = field(default_factory=dict)
 
-    def build_model(self) -> Sequential:
+    def build_model(self) -> Learner:
         """A fresh model holding the job's initial weights."""
         spec = self.spec
-        model = build_mlp(spec.model, activation=spec.activation, rng=np.random.default_rng(0))
+        model = build_learner(
+            spec.model, spec.activation, spec.components, np.random.default_rng(0)
+        )
         model.set_weights(self.initial_weights)
         return model
 
@@ -108,7 +110,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
         dataset = dataset.subset(spec.train_samples, spec.test_samples)
     _check_model(spec, dataset)
     rng = np.random.default_rng(spec.seed)
-    model = build_mlp(spec.model, activation=spec.activation, rng=rng)
+    model = build_learner(spec.model, spec.activation, spec.components, rng)
     blocks = partition(
         dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
     )

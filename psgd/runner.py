@@ -78,16 +78,25 @@ def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, 
             name = "ps.log" if node == Parameter_Server else f"worker-node{node}.log"
             folder.write_text(name, text + "\n")
     if result.weights and not result.error:
-        import numpy as np
-
-        from psgd.nn import build_mlp, save_model
-
-        model = build_mlp(spec.model, activation=spec.activation, rng=np.random.default_rng(0))
-        model.set_weights(result.weights[min(result.weights)])
-        save_model(model, folder.file("model.npz"))
+        _save_models(folder, spec, result.weights[min(result.weights)])
     _plot(folder, result)
     folder.write_json("summary.json", summary)
     return summary
+
+
+def _save_models(folder: Any, spec: JobSpec, weights: list[Any]) -> None:
+    """``model.npz`` (node 0's), or ``model-component<m>.npz`` for each mixture component."""
+    import numpy as np
+
+    from psgd.nn import MixtureMLP, build_learner, save_model
+
+    model = build_learner(spec.model, spec.activation, spec.components, np.random.default_rng(0))
+    model.set_weights(weights)
+    if isinstance(model, MixtureMLP):
+        for m, component in enumerate(model.components):
+            save_model(component, folder.file(f"model-component{m}.npz"))
+    else:
+        save_model(model, folder.file("model.npz"))
 
 
 def _plot(folder: Any, result: Any) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from psgd.attacks import Attack
 from psgd.channel import Channel, JobAborted
 from psgd.codec import BlockWeight, Codec
-from psgd.nn import Sequential, make_optimizer
+from psgd.nn import Learner, make_optimizer
 from psgd.sync import CodecSet, make_driver, serve
 
 __all__ = ["BlockSampler", "NodeReport", "Trainer", "exchange_modes", "steps_per_epoch"]
@@ -176,7 +176,7 @@ class Trainer:
     def __init__(
         self,
         node_id: int,
-        model: Sequential,
+        model: Learner,
         blocks: dict[int, tuple[np.ndarray, np.ndarray]],
         test: tuple[np.ndarray, np.ndarray],
         codec_classes: Sequence[type[Codec]],

@@ -7,15 +7,34 @@
 ...     var.value -= opt.delta(var.grad)
 """
 
+import numpy as np
+
 from psgd.nn.activations import ReLU, Sigmoid, Softmax, Tanh
 from psgd.nn.layers import Dense, Layer, Variable
 from psgd.nn.losses import MSE, Loss, SoftmaxCrossEntropy
+from psgd.nn.mixture import MixtureMLP
 from psgd.nn.model import Sequential, build_mlp, load_model, save_model
 from psgd.nn.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+
+#: What a node trains: one MLP, or FedEM's mixture of MLPs.
+Learner = Sequential | MixtureMLP
+
+
+def build_learner(
+    sizes: list[int], activation: str, components: int, rng: np.random.Generator
+) -> Learner:
+    """One MLP, or (``components`` > 1) a mixture of that many, initialised from ``rng``."""
+    if components <= 1:
+        return build_mlp(sizes, activation=activation, rng=rng)
+    return MixtureMLP([build_mlp(sizes, activation=activation, rng=rng) for _ in range(components)])
+
 
 __all__ = [
     "MSE",
     "OPTIMIZERS",
+    "Learner",
+    "MixtureMLP",
+    "build_learner",
     "Dense",
     "Layer",
     "Loss",

@@ -88,13 +88,21 @@ class Sequential:
         """
         out = self._forward(self._check_input(x))
         loss, grad_out = self.loss.value_and_grad(out, np.asarray(y))
+        self.backward(grad_out)
+        return loss
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Forward pass keeping what ``backward`` needs; the output is a reused buffer."""
+        return self._forward(self._check_input(x))
+
+    def backward(self, grad_out: np.ndarray) -> None:
+        """Fill every ``var.grad`` from the gradient of a loss w.r.t. the last ``forward``."""
         grad: np.ndarray | None = grad_out
         layers, need_dx = self.layers, self._need_dx
         for i in range(len(layers) - 1, -1, -1):
             if grad is None:  # no variables below this layer
                 break
             grad = layers[i].backward(grad, need_dx[i])
-        return loss
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
         """Mean loss and accuracy over a whole data set, without gradients.

@@ -1,0 +1,120 @@
+"""FedEM's learner (Marfoq et al. 2021): a mixture of M MLPs with local mixture weights.
+
+Each client holds M component models (shared with the federation through the codecs, one
+variable each, components after one another) and mixture weights ``pi`` that never leave it.
+A batch's loss is the mixture's negative log-likelihood ``-log sum_m pi_m p_m(y|x)``; its
+gradient for component m is the EM-weighted one, ``q_im * grad(-log p_m(y_i|x_i))`` with
+responsibilities ``q_im ∝ pi_m p_m(y_i|x_i)`` (E-step), and ``pi`` moves towards the batch mean
+of ``q`` (an online M-step, step ``pi_rate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from psgd.errors import ModelError
+from psgd.nn.layers import Variable
+from psgd.nn.model import Sequential
+
+__all__ = ["MixtureMLP"]
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class MixtureMLP:
+    """M component ``Sequential`` models of one architecture and local weights ``pi``.
+
+    Parameters
+    ----------
+    components:
+        The M models (M >= 2), same layer sizes and dtype, softmax cross-entropy.
+    pi_rate:
+        Step of the online M-step ``pi <- (1 - rate) pi + rate * mean(q)``.
+    """
+
+    def __init__(self, components: Sequence[Sequential], pi_rate: float = 0.1) -> None:
+        if len(components) < 2:
+            raise ModelError("a mixture needs at least two components")
+        sizes = {tuple(c.layer_sizes) for c in components}
+        if len(sizes) != 1:
+            raise ModelError(f"mixture components differ in layer sizes: {sorted(sizes)}")
+        self.components = list(components)
+        self.pi = np.full(len(components), 1.0 / len(components))
+        self.pi_rate = pi_rate
+        first = components[0]
+        self.layer_sizes, self.activation, self.dtype = (
+            first.layer_sizes, first.activation, first.dtype,
+        )  # fmt: skip
+        self.variables: list[Variable] = [v for c in components for v in c.variables]
+
+    def parameters(self) -> list[Variable]:
+        return self.variables
+
+    def _log_likelihoods(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``log p_m(y_i | x_i)``, shape (n, M), after a forward pass of every component."""
+        rows = np.arange(len(y))
+        columns = []
+        self._log_probs = []
+        for component in self.components:
+            log_p = _log_softmax(component.forward(x).astype(np.float64))
+            self._log_probs.append(log_p)
+            columns.append(log_p[rows, y])
+        return np.stack(columns, axis=1)
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> float:
+        """E-step, every component's weighted gradient, online M-step; the mixture NLL."""
+        y = np.asarray(y)
+        n = len(y)
+        joint = self._log_likelihoods(x, y) + np.log(self.pi)[None, :]
+        top = joint.max(axis=1, keepdims=True)
+        log_total = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
+        q = np.exp(joint - log_total[:, None])  # responsibilities, rows sum to 1
+        rows = np.arange(n)
+        for m, component in enumerate(self.components):
+            grad = np.exp(self._log_probs[m])
+            grad[rows, y] -= 1.0
+            grad *= q[:, m : m + 1] / n
+            component.backward(grad.astype(self.dtype))
+        self.pi = (1.0 - self.pi_rate) * self.pi + self.pi_rate * q.mean(axis=0)
+        return float(-log_total.mean())
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """``sum_m pi_m softmax(h_m(x))``, shape (n, classes)."""
+        total = 0.0
+        for weight, component in zip(self.pi, self.components, strict=True):
+            total = total + weight * np.exp(_log_softmax(component(x).astype(np.float64)))
+        return np.asarray(total)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(x)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
+        """Mean mixture NLL and accuracy of the mixture prediction."""
+        y = np.asarray(y)
+        total, correct = 0.0, 0
+        for start in range(0, len(y), batch_size):
+            probs = self.predict_proba(x[start : start + batch_size])
+            labels = y[start : start + batch_size]
+            total += float(-np.log(probs[np.arange(len(labels)), labels] + 1e-12).sum())
+            correct += int(np.count_nonzero(probs.argmax(axis=1) == labels))
+        return total / len(y), correct / len(y)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w for c in self.components for w in c.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        per = len(self.components[0].variables)
+        if len(weights) != per * len(self.components):
+            raise ModelError(
+                f"set_weights: expected {per * len(self.components)} arrays, got {len(weights)}"
+            )
+        for m, component in enumerate(self.components):
+            component.set_weights(weights[m * per : (m + 1) * per])
+
+    def __repr__(self) -> str:
+        return f"MixtureMLP({len(self.components)} x {self.components[0]!r}, pi={self.pi.round(3)})"
