@@ -90,3 +90,31 @@ def test_job_submit_script_runs_as_a_user_would(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1/1" in proc.stdout and "test accuracy" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_more_nodes_than_the_worker_list_is_refused_before_anything_ships(tmp_path):
+    listing = tmp_path / "worker.json"
+    listing.write_text('{"Worker": ["127.0.0.1:1", "127.0.0.1:2"]}')
+    result = CliRunner().invoke(
+        submit,
+        ["--workers", str(listing), "--node_count", "3", *QUICK[2:], "--out", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 2
+    assert "--node_count 3 but" in result.output and "lists 2 workers" in result.output
+
+
+def test_codec_that_raises_in_init_is_one_clear_message_before_training(tmp_path):
+    codec = tmp_path / "bad.py"
+    codec.write_text(
+        "from psgd import Codec\n\n\nclass Bad(Codec):\n"
+        "    def __init__(self, node_id):\n        raise RuntimeError('no GPU here')\n\n"
+        "    def dispose(self):\n        pass\n\n"
+        "    def update_blocks(self, block_weight):\n        pass\n\n"
+        "    def receive_blocks(self, content):\n        pass\n"
+    )
+    result = CliRunner().invoke(
+        submit, [*QUICK, "--codec", f"{codec}:Bad", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert "codec Bad: __init__ raised RuntimeError: no GPU here" in result.output
+    assert "epoch" not in result.output
