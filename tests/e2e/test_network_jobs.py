@@ -20,6 +20,7 @@ from psgd import protocol
 from psgd.job import JobSpec
 from psgd.nn import load_model
 from psgd.prepare import prepare_job
+from psgd.probe import ask_state, wait_idle
 from psgd.simulate import simulate
 from psgd.submit import Submitter
 from psgd.workers import Endpoint
@@ -44,33 +45,6 @@ def submit(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.Compl
         [sys.executable, str(REPO / "job_submit.py"), *args],
         capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=ENV,
     )  # fmt: skip
-
-
-def ask_state(endpoint: Endpoint, timeout_s: float = 5.0) -> str:
-    """A worker's answer to hello: 'idle' or 'busy'."""
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(endpoint.address)
-        sock.send_multipart(protocol.make(protocol.HELLO))
-        if not sock.poll(int(timeout_s * 1000)):
-            return "silent"
-        return protocol.parse(sock.recv_multipart(), protocol.CONTROL_TYPES)["state"]
-    finally:
-        sock.close()
-        context.term()
-
-
-def wait_idle(endpoint: Endpoint, timeout_s: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    state = "silent"
-    while time.monotonic() < deadline:
-        state = ask_state(endpoint)
-        if state == "idle":
-            return state
-        time.sleep(0.1)
-    return state
 
 
 def summary_of(out: Path) -> dict:

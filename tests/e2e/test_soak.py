@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
-from psgd import protocol
 from psgd.errors import JobFailed
 from psgd.job import JobSpec
 from psgd.local import DaemonProcess, start_daemon
 from psgd.prepare import prepare_job
+from psgd.probe import wait_idle
 from psgd.submit import Submitter
-from psgd.workers import Endpoint
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -89,33 +87,6 @@ def figures_of(pid: int, samples: int = 5) -> Figures:
         rss = int(status["VmRSS"].split()[0])
         time.sleep(0.05)
     return Figures(min(fds), min(threads), rss)
-
-
-def ask_state(endpoint: Endpoint, timeout_s: float = 5.0) -> str:
-    """A worker's answer to hello: 'idle' or 'busy' ('silent' if none)."""
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(endpoint.address)
-        sock.send_multipart(protocol.make(protocol.HELLO))
-        if not sock.poll(int(timeout_s * 1000)):
-            return "silent"
-        return str(protocol.parse(sock.recv_multipart(), protocol.CONTROL_TYPES)["state"])
-    finally:
-        sock.close()
-        context.term()
-
-
-def wait_idle(endpoint: Endpoint, timeout_s: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    state = "silent"
-    while time.monotonic() < deadline:
-        state = ask_state(endpoint)
-        if state == "idle":
-            return state
-        time.sleep(0.02)
-    return state
 
 
 @pytest.fixture
