@@ -205,6 +205,7 @@ class Trainer:
         self.block_ids = sorted(blocks)
         self.samplers = {b: BlockSampler(*blocks[b], batch, config.seed, b) for b in self.block_ids}
         self.first_epoch = 1
+        self._epoch_start = time.perf_counter()
         self._bytes_offset = 0
         self.optimizers = [
             {b: make_optimizer(config.optimizer, config.learn_rate) for b in self.block_ids}
@@ -216,11 +217,11 @@ class Trainer:
         """Run every epoch (from ``first_epoch`` after ``restore``); returns the report."""
         every = self.config.checkpoint_every
         for epoch in range(self.first_epoch, self.config.epochs + 1):
-            start = time.perf_counter()
+            self._epoch_start = time.perf_counter()
             for step in range(self.config.steps_per_epoch):
                 loss = self._step(epoch, step)
                 self._record_batch(epoch, step, loss)
-            self.report.train_s += time.perf_counter() - start
+            self.report.train_s += time.perf_counter() - self._epoch_start
             self._evaluate(epoch)
             if every and epoch % every == 0 and epoch < self.config.epochs:
                 self.on_checkpoint(self.checkpoint(epoch))
@@ -307,7 +308,7 @@ class Trainer:
                 "loss": round(loss, 6),
                 "bytes_round": report.bytes_sent - sent_before,
                 "bytes_sent": report.bytes_sent,
-                "time_s": round(report.train_s, 4),
+                "time_s": round(report.train_s + time.perf_counter() - self._epoch_start, 4),
             }
         )
         every = self.config.progress_every
