@@ -54,11 +54,21 @@ class GradientPSClient(Codec):
 
 
 class GradientPSServer(Codec):
-    """Collects one step per worker and round, replies with ``aggregate`` of them."""
+    """Collects one step per worker and round, replies with ``aggregate`` of them.
+
+    A worker's update that is not ``(round, node, array)`` with the layer's shape (a broken or
+    Byzantine worker) is recorded and left out of its round, which then completes with the
+    others: one bad worker cannot stop the job.
+    """
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         self.pending: dict[int, dict[int, Any]] = defaultdict(dict)
+        self.shape: tuple[int, ...] | None = None
+        self.refused = 0
+
+    def initial_weights(self, value: np.ndarray) -> None:
+        self.shape = value.shape
 
     def dispose(self) -> None:
         self.pending.clear()
@@ -66,16 +76,43 @@ class GradientPSServer(Codec):
     def update_blocks(self, block_weight: BlockWeight) -> None:
         return None
 
-    def receive_blocks(self, content: tuple[int, int, Any]) -> netEncapsulation | None:
-        round_no, sender, step = content
+    def receive_blocks(self, content: Any) -> netEncapsulation | None:
+        settings = GlobalSettings.get_default()
+        parsed = self._parse(content, settings.node_count)
+        if parsed is None:
+            return None
+        round_no, sender, step = parsed
         updates = self.pending[round_no]
         updates[sender] = step
-        settings = GlobalSettings.get_default()
         if len(updates) < settings.node_count:
             return None
         del self.pending[round_no]
-        ordered = [updates[n] for n in sorted(updates)]
+        ordered = [updates[n] for n in sorted(updates) if updates[n] is not None]
+        if not ordered:
+            return None
         return netEncapsulation(settings.nodes, (round_no, self.aggregate(ordered)))
+
+    def _parse(self, content: Any, nodes: int) -> tuple[int, int, Any] | None:
+        """``(round, sender, step)``; a bad step becomes None, a bad envelope is dropped."""
+        if not (isinstance(content, tuple) and len(content) == 3):
+            self._refuse(f"an update that is not (round, node, step): {type(content).__name__}")
+            return None
+        round_no, sender, step = content
+        if not (isinstance(round_no, int) and isinstance(sender, int) and 0 <= sender < nodes):
+            self._refuse(f"an update with a bad round or node: {round_no!r:.20}, {sender!r:.20}")
+            return None
+        good = isinstance(step, np.ndarray) and step.dtype.kind == "f"
+        good = good and (self.shape is None or step.shape == self.shape)
+        if not good or not np.all(np.isfinite(step)):
+            self._refuse(
+                f"node {sender}'s step of round {round_no}: wrong shape/dtype or not finite"
+            )
+            return round_no, sender, None
+        return round_no, sender, step
+
+    def _refuse(self, what: str) -> None:
+        self.refused += 1
+        self.record(f"left out {what} ({self.refused} so far)")
 
     def aggregate(self, updates: list[np.ndarray]) -> np.ndarray:
         """Combine one round's updates, in node order (the mean here)."""

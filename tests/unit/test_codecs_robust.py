@@ -124,3 +124,22 @@ def test_robust_server_stays_within_two_points_of_the_attack_free_runs(server, c
     own_clean = _accuracy(f"robust.{server}", [])
     attacked = _accuracy(f"robust.{server}", ATTACK)
     assert attacked >= max(clean_accuracy, own_clean) - 0.02, (clean_accuracy, own_clean)
+
+
+def test_a_malformed_update_is_left_out_and_the_round_still_completes():
+    import numpy as np
+
+    from psgd import GlobalSettings
+    from psgd.loader import resolve_codec
+
+    GlobalSettings.set_default(GlobalSettings(3))
+    for name in ("ps.GradientPSServer", "robust.MedianServer"):
+        server = resolve_codec(name)(-2)
+        server.initial_weights(np.zeros(4, np.float32))
+        assert server.receive_blocks((0, 0, np.ones(4, np.float32))) is None
+        assert server.receive_blocks("garbage") is None  # dropped, not fatal
+        assert server.receive_blocks((0, 1, np.ones(7, np.float32))) is None  # wrong shape
+        reply = server.receive_blocks((0, 2, np.full(4, 3.0, np.float32)))
+        assert reply is not None and server.refused == 2
+        _, aggregate = reply.content
+        assert aggregate.shape == (4,) and np.all(np.isfinite(aggregate))
