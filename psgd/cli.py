@@ -412,6 +412,48 @@ def submit_main() -> None:
     submit(prog_name="job_submit.py")
 
 
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("addresses", nargs=-1)
+@click.option(
+    "--workers",
+    "workers_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="worker.json whose daemons to ask (default ./worker.json).",
+)
+@click.option(
+    "--keys",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CURVE key folder, for daemons started with --keys.",
+)
+@click.option("--key-name", default="submitter", show_default=True)
+def status(
+    addresses: tuple[str, ...], workers_file: Path | None, keys: Path | None, key_name: str
+) -> None:
+    """Ask daemons (host:port ADDRESSES, or those of a worker.json) whether they are idle."""
+    from psgd.probe import ask_state
+    from psgd.security import Security
+    from psgd.workers import load_workers, parse_endpoint
+
+    try:
+        if addresses:
+            named = [(a, parse_endpoint(a, a)) for a in addresses]
+        else:
+            listed = load_workers(workers_file or Path("worker.json"))
+            named = [(f"Worker[{i}]", e) for i, e in enumerate(listed.workers)]
+            named += [("PS", listed.ps)] if listed.ps else []
+        security = Security.for_submitter(keys, key_name) if keys else None
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    silent = 0
+    for name, endpoint in named:
+        state = ask_state(endpoint, timeout_s=2.0, security=security)
+        silent += state == "silent"
+        click.echo(f"{name:>10}  {endpoint}  {state}")
+    sys.exit(1 if silent else 0)
+
+
 @click.group()
 def main() -> None:
     """psgd commands."""
@@ -421,6 +463,7 @@ main.add_command(submit)
 main.add_command(worker)
 main.add_command(retrieve)
 main.add_command(keys)
+main.add_command(status)
 
 
 def worker_main() -> None:

@@ -360,3 +360,19 @@ def test_interrupted_job_resumes_from_its_checkpoint_to_the_uninterrupted_accura
     assert after["accuracy"] == pytest.approx(straight.reports[0].accuracy, abs=2e-3)
     rows = (tmp_path / "run" / "eval-node0.csv").read_text().splitlines()
     assert len(rows) == 13  # every epoch recorded once, checkpointed part included
+
+
+def test_status_command_names_each_daemon_state(spawn_daemons, tmp_path):
+    daemon = spawn_daemons(1)[0]
+    listing = write_workers(tmp_path / "worker.json", [daemon])
+    shown = subprocess.run(
+        [sys.executable, "-m", "psgd.cli", "status", "--workers", str(listing), "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, env=ENV,
+    )  # fmt: skip
+    assert shown.returncode == 1  # one of them is silent
+    assert "127.0.0.1:1  silent" in shown.stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "psgd.cli", "status", "--workers", str(listing)],
+        capture_output=True, text=True, timeout=60, env=ENV,
+    )  # fmt: skip
+    assert shown.returncode == 0 and f"{daemon.endpoint}  idle" in shown.stdout
