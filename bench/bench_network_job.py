@@ -42,14 +42,13 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
+from bare_mlp import Adam, gradients, init_params  # noqa: E402
 
 from psgd.cli import run_job  # noqa: E402
 from psgd.data import load_mnist  # noqa: E402
 from psgd.job import JobSpec  # noqa: E402
 
 BATCH = 64
-SIZES = (784, 128, 128, 10)
-LR, B1, B2, EPS = 0.001, 0.9, 0.999, 1e-8
 MNIST_TRAIN = 60_000
 BAR = 0.8
 NOISY = 1.3  # baseline max/min beyond which a run is flagged as disturbed
@@ -67,50 +66,15 @@ class BareWorker:
 
     def train(self, steps: int) -> float:
         """``steps`` batches of a fresh model, exchanging after each; returns samples/s."""
-        rng = np.random.default_rng(0)  # the same initial model on both workers
-        params = []
-        for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:], strict=True):
-            limit = np.sqrt(6.0 / fan_in)
-            params.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
-            params.append(np.zeros(fan_out, dtype=np.float32))
-        m = [np.zeros_like(p) for p in params]
-        v = [np.zeros_like(p) for p in params]
+        params = init_params(np.random.default_rng(0))  # the same model on both workers
+        adam = Adam(params)
         shapes = [p.shape for p in params]
         x, y, sock = self.x, self.y, self.sock
         order = self.rng.permutation(len(x))
-        rows = np.arange(BATCH)
         start = time.perf_counter()
         for step in range(steps):
             index = order[(step * BATCH) % (len(x) - BATCH) :][:BATCH]
-            xb, yb = x[index], y[index]
-            w1, b1, w2, b2, w3, b3 = params
-            h1 = np.maximum(xb @ w1 + b1, 0)
-            h2 = np.maximum(h1 @ w2 + b2, 0)
-            logits = h2 @ w3 + b3
-            logits -= logits.max(axis=1, keepdims=True)
-            exp = np.exp(logits)
-            probs = exp / exp.sum(axis=1, keepdims=True)
-            probs[rows, yb] -= 1
-            d3 = probs / BATCH
-            d2 = (d3 @ w3.T) * (h2 > 0)
-            d1 = (d2 @ w2.T) * (h1 > 0)
-            grads = (
-                xb.T @ d1,
-                d1.sum(axis=0),
-                h1.T @ d2,
-                d2.sum(axis=0),
-                h2.T @ d3,
-                d3.sum(axis=0),
-            )
-            t = step + 1
-            correction = np.float32(LR * np.sqrt(1 - B2**t) / (1 - B1**t))
-            deltas = []
-            for g, mi, vi in zip(grads, m, v, strict=True):
-                mi *= B1
-                mi += (1 - B1) * g
-                vi *= B2
-                vi += (1 - B2) * g * g
-                deltas.append(correction * mi / (np.sqrt(vi) + EPS))
+            deltas = adam.steps(gradients(params, x[index], y[index]))
             sock.send_multipart(deltas, copy=False)  # new arrays: never changed while in flight
             frames = sock.recv_multipart(copy=False)
             for p, mine, frame, shape in zip(params, deltas, frames, shapes, strict=True):

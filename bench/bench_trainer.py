@@ -18,6 +18,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from bare_mlp import Adam, gradients, init_params  # noqa: E402
 
 from psgd.data import load_mnist  # noqa: E402
 from psgd.inprocess import InProcessNetwork  # noqa: E402
@@ -27,47 +28,19 @@ from psgd.settings import GlobalSettings  # noqa: E402
 from psgd.trainer import Trainer  # noqa: E402
 
 BATCH = 64
-SIZES = (784, 128, 128, 10)
 
 
 def bare_numpy_loop(x: np.ndarray, y: np.ndarray, steps: int, seed: int = 0) -> float:
-    """A hand-written MLP + Adam training loop; returns samples/s."""
+    """The hand-written MLP + Adam training loop (``bare_mlp``); returns samples/s."""
     rng = np.random.default_rng(seed)
-    params = []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:], strict=True):
-        limit = np.sqrt(6.0 / fan_in)
-        params.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
-        params.append(np.zeros(fan_out, dtype=np.float32))
-    m = [np.zeros_like(p) for p in params]
-    v = [np.zeros_like(p) for p in params]
-    lr, b1, b2, eps = 0.001, 0.9, 0.999, 1e-8
+    params = init_params(rng)
+    adam = Adam(params)
     order = rng.permutation(len(x))
     start = time.perf_counter()
     for step in range(steps):
         index = order[(step * BATCH) % (len(x) - BATCH) :][:BATCH]
-        xb, yb = x[index], y[index]
-        w1, b1_, w2, b2_, w3, b3 = params
-        h1 = np.maximum(xb @ w1 + b1_, 0)
-        h2 = np.maximum(h1 @ w2 + b2_, 0)
-        logits = h2 @ w3 + b3
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probs = exp / exp.sum(axis=1, keepdims=True)
-        probs[np.arange(BATCH), yb] -= 1
-        d3 = probs / BATCH
-        g_w3, g_b3 = h2.T @ d3, d3.sum(axis=0)
-        d2 = (d3 @ w3.T) * (h2 > 0)
-        g_w2, g_b2 = h1.T @ d2, d2.sum(axis=0)
-        d1 = (d2 @ w2.T) * (h1 > 0)
-        g_w1, g_b1 = xb.T @ d1, d1.sum(axis=0)
-        t = step + 1
-        correction = np.float32(lr * np.sqrt(1 - b2**t) / (1 - b1**t))
-        for p, g, mi, vi in zip(params, (g_w1, g_b1, g_w2, g_b2, g_w3, g_b3), m, v, strict=True):
-            mi *= b1
-            mi += (1 - b1) * g
-            vi *= b2
-            vi += (1 - b2) * g * g
-            p -= correction * mi / (np.sqrt(vi) + eps)
+        for p, delta in zip(params, adam.steps(gradients(params, x[index], y[index])), strict=True):
+            p -= delta
     return steps * BATCH / (time.perf_counter() - start)
 
 

@@ -47,6 +47,20 @@ def submit(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.Compl
     )  # fmt: skip
 
 
+def start_training(tmp_path: Path, workers: Path, nodes: int, out: str = "run") -> subprocess.Popen:
+    """A long job_submit.py run (50 epochs), returned once its first batch is reported."""
+    job = subprocess.Popen(
+        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
+         "--node_count", str(nodes), "--epochs", "50", "--out", out],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    assert job.stdout is not None
+    for line in job.stdout:
+        if re.search(r" batch \d+/", line):
+            break
+    return job
+
+
 def summary_of(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
@@ -115,15 +129,7 @@ def test_local_flag_starts_and_stops_its_own_daemons(tmp_path):
 def test_killed_worker_is_named_and_the_others_return_to_idle(spawn_daemons, tmp_path):
     daemons = spawn_daemons(3)
     workers = write_workers(tmp_path / "worker.json", daemons)
-    job = subprocess.Popen(
-        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
-         "--node_count", "3", "--epochs", "50", "--out", "run"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
-    )  # fmt: skip
-    assert job.stdout is not None
-    for line in job.stdout:
-        if re.search(r" batch \d+/", line):
-            break
+    job = start_training(tmp_path, workers, 3, "run")
     killed_at = time.monotonic()
     daemons[1].process.send_signal(signal.SIGKILL)
     output, _ = job.communicate(timeout=60)
@@ -198,16 +204,8 @@ def test_codec_that_cannot_load_on_the_worker_fails_before_training(spawn_daemon
 def test_busy_worker_refuses_a_second_job(spawn_daemons, tmp_path):
     daemon = spawn_daemons(1)[0]
     workers = write_workers(tmp_path / "worker.json", [daemon])
-    long_job = subprocess.Popen(
-        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
-         "--node_count", "1", "--epochs", "30", "--out", "long"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
-    )  # fmt: skip
+    long_job = start_training(tmp_path, workers, 1, "long")
     try:
-        assert long_job.stdout is not None
-        for line in long_job.stdout:
-            if re.search(r" batch \d+/", line):
-                break
         second = submit(tmp_path, "--workers", str(workers), "--node_count", "1", *QUICK,
                         "--out", "second")  # fmt: skip
         assert second.returncode == 1
@@ -288,15 +286,7 @@ def test_port_in_use_is_one_clear_line_and_exit_code_1(spawn_daemons, tmp_path):
 def test_killed_submitter_makes_the_workers_abort_and_return_to_idle(spawn_daemons, tmp_path):
     daemons = spawn_daemons(2)
     workers = write_workers(tmp_path / "worker.json", daemons)
-    job = subprocess.Popen(
-        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
-         "--node_count", "2", "--epochs", "50", "--out", "run"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
-    )  # fmt: skip
-    assert job.stdout is not None
-    for line in job.stdout:
-        if re.search(r" batch \d+/", line):
-            break
+    job = start_training(tmp_path, workers, 2, "run")
     job.kill()
     job.wait(timeout=10)
     assert ask_state(daemons[0].endpoint) == "busy"
