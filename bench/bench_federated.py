@@ -29,10 +29,10 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from psgd.federated_math import local_epoch_steps  # noqa: E402
+from psgd.algorithms.federated import local_epoch_steps  # noqa: E402
 from psgd.job import JobSpec  # noqa: E402
-from psgd.prepare import prepare_job  # noqa: E402
-from psgd.simulate import simulate  # noqa: E402
+from psgd.train.prepare import prepare_job  # noqa: E402
+from psgd.train.simulate import simulate  # noqa: E402
 
 CLIENTS = 20
 TARGET = 0.97
@@ -148,7 +148,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     # The early stop is reported by simulate() as a node failure; it is not one.
-    logging.getLogger("psgd.simulate").setLevel(logging.CRITICAL)
+    logging.getLogger("psgd.train.simulate").setLevel(logging.CRITICAL)
     start = time.perf_counter()
     outcomes = []
     for item in args.runs.split(","):

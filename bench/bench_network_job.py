@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 from bare_mlp import Adam, gradients, init_params  # noqa: E402
 
-from psgd.cli import run_job  # noqa: E402
+from psgd.cli.submit import run_job  # noqa: E402
 from psgd.data import load_mnist  # noqa: E402
 from psgd.job import JobSpec  # noqa: E402
 

@@ -21,11 +21,11 @@ import numpy as np  # noqa: E402
 from bare_mlp import Adam, gradients, init_params  # noqa: E402
 
 from psgd.data import load_mnist  # noqa: E402
-from psgd.inprocess import InProcessNetwork  # noqa: E402
 from psgd.job import JobSpec  # noqa: E402
-from psgd.prepare import prepare_job  # noqa: E402
 from psgd.settings import GlobalSettings  # noqa: E402
-from psgd.trainer import Trainer  # noqa: E402
+from psgd.train.inprocess import InProcessNetwork  # noqa: E402
+from psgd.train.prepare import prepare_job  # noqa: E402
+from psgd.train.trainer import Trainer  # noqa: E402
 
 BATCH = 64
 

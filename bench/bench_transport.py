@@ -14,7 +14,7 @@ Sides:
   pinger views the echo the same way.
 - "raw-1": the same over one DEALER <-> ROUTER connection used both ways (for reference; on
   a loaded 2-vCPU box it measured from equal to ~25% slower than a connection per direction).
-- "psgd": a ``psgd.transport.PeerChannel`` in each process (same job id, connected to each
+- "psgd": a ``psgd.net.transport.PeerChannel`` in each process (same job id, connected to each
   other): node 0 does ``channel.send([1], [(0, content)])`` then ``channel.recv(timeout)``;
   node 1 receives and sends ``package.content`` back.
 
@@ -44,7 +44,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from psgd.transport import PeerChannel  # noqa: E402
+from psgd.net.transport import PeerChannel  # noqa: E402
 
 SIZES = [784, 128, 128, 10]
 JOB_ID = "bench-transport"

@@ -1,4 +1,4 @@
-"""Encode+decode time of psgd.wire against pickle, both measured in the same run.
+"""Encode+decode time of psgd.net.wire against pickle, both measured in the same run.
 
 Two payloads: one flat float32 array of 118,282 elements (473 KB, the MLP 784-128-128-10 as one
 vector) and the list of that MLP's six weight and bias arrays. "wire" is
@@ -23,7 +23,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from psgd.wire import decode, encode, frames_size
+from psgd.net.wire import decode, encode, frames_size
 
 SIZES = [784, 128, 128, 10]
 HEADER = {"type": "grad", "job": "bench", "sender": 1, "batch": 42}

@@ -20,8 +20,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from psgd.job import JobSpec  # noqa: E402
-from psgd.prepare import prepare_job  # noqa: E402
-from psgd.simulate import simulate  # noqa: E402
+from psgd.train.prepare import prepare_job  # noqa: E402
+from psgd.train.simulate import simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

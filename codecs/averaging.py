@@ -16,7 +16,7 @@ it comes, dropping the local steps made meanwhile. The EASGD workers exchange st
 (``--exchange delta``) and track their weights from the ``initial_weights`` hook, so that steps
 and elastic moves merge by addition whatever order they come in. Every node's content is the
 mean of its blocks' contents (with ``--redundancy`` > 1 a node holds several). The maths is in
-``psgd.averaging_math``.
+``psgd.algorithms.averaging``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from psgd import BlockWeight, Codec, ConfigError, GlobalSettings, Parameter_Server, netEncapsulation
-from psgd.averaging_math import (
+from psgd.algorithms.averaging import (
     BMUFState,
     NodeBatch,
     bmuf_start,

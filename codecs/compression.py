@@ -8,7 +8,7 @@ mix-in compressed (found by identity, or by equal values when the inner codec co
 replaced by its compressed payload; any other array (say, a mean of several blocks) is sent as
 it is, and the node's log says so once. ``receive_blocks`` decodes payloads back to float32
 arrays before the inner codec sees them, and remembers them, so a codec that forwards what it
-received forwards the payload. The maths lives in ``psgd.compress``.
+received forwards the payload. The maths lives in ``psgd.algorithms.compress``.
 
 Parameters (``--param key=value``):
 
@@ -46,7 +46,13 @@ from plain import Plain
 from ps import GradientPSClient, GradientPSServer
 
 from psgd import BlockWeight, ConfigError, GlobalSettings, netEncapsulation
-from psgd.compress import BlockCompression, decode, is_payload, majority_vote, make_compressor
+from psgd.algorithms.compress import (
+    BlockCompression,
+    decode,
+    is_payload,
+    majority_vote,
+    make_compressor,
+)
 
 #: Rounds of compressed (and of decoded received) arrays remembered for substitution.
 REMEMBER_ROUNDS = 2
@@ -65,8 +71,8 @@ class Compressing:
     """Mix-in: put it before any codec class to compress every block that codec sends.
 
     Class attributes choose the algorithm: ``compressor`` (a name in
-    ``psgd.compress.COMPRESSORS``, or None to only decode) and ``error_feedback`` (the default
-    of the ``error_feedback`` parameter).
+    ``psgd.algorithms.compress.COMPRESSORS``, or None to only decode) and ``error_feedback``
+    (the default of the ``error_feedback`` parameter).
     """
 
     compressor: str | None = "topk"

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from psgd import BlockWeight, Codec, GlobalSettings, Parameter_Server, netEncapsulation
-from psgd.federated_math import (
+from psgd.algorithms.federated import (
     clients_per_round,
     local_epoch_steps,
     proximal_correction,

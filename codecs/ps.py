@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from psgd import BlockWeight, Codec, ConfigError, GlobalSettings, Parameter_Server, netEncapsulation
-from psgd.averaging_math import NodeBatch, dc_asgd_update
+from psgd.algorithms.averaging import NodeBatch, dc_asgd_update
 
 #: DC-ASGD's lambda_0 of its constant variant DC-ASGD-c (Zheng et al. 2017, CIFAR-10 setup).
 DEFAULT_DC_LAMBDA = 0.04

@@ -17,7 +17,7 @@ waits for every worker's step, as ``GradientPSServer`` does, and replies with:
 distances, and its choice of worker, are per layer: a layer's weights and its bias may come
 from different workers. Each choice is still one that Krum's bound covers for that layer;
 distances over the whole model would need every layer's step in one codec, which the one
-codec per variable contract does not offer. The maths is in ``psgd.aggregate``.
+codec per variable contract does not offer. The maths is in ``psgd.algorithms.aggregate``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from ps import GradientPSServer
 
 from psgd import ConfigError, GlobalSettings
-from psgd.aggregate import coordinate_median, krum, multi_krum, trim_count, trimmed_mean
+from psgd.algorithms.aggregate import coordinate_median, krum, multi_krum, trim_count, trimmed_mean
 
 DEFAULT_F = 1
 

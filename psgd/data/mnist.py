@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from psgd.data.datasets import Dataset
+from psgd.data.dataset import Dataset
 from psgd.errors import DatasetError
 
 _REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"

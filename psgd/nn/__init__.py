@@ -5,6 +5,9 @@
 >>> opts = [make_optimizer("adam", learning_rate=1e-3) for _ in model.variables]
 >>> for var, opt in zip(model.variables, opts):
 ...     var.value -= opt.delta(var.grad)
+
+Owns: the model maths, optimizers, model files, and BLAS thread limits (``psgd.nn.blas``).
+May import: the contract (``psgd.errors``) and numpy only.
 """
 
 import numpy as np

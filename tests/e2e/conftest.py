@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from psgd.local import DaemonProcess, start_daemon
+from psgd.cluster.local import DaemonProcess, start_daemon
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = [sys.executable, str(REPO / "worker.py")]

@@ -4,7 +4,7 @@ Every message comes with the outcome the daemon owes it (``Hostile.expect``), kn
 construction; ``control_verdict``/``peer_verdict`` re-check each one with the real decoder, so a
 generator slip fails at generation time instead of as a puzzling count in the daemon's log.
 
-Outcomes on the control port (README, Security; ``psgd.daemon``):
+Outcomes on the control port (README, Security; ``psgd.cluster.daemon``):
 
 - ``DROPPED``: malformed, or a type a worker never handles: logged with the drop counter
   ("dropped malformed control message #N"), no answer.
@@ -30,8 +30,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from psgd import protocol, wire
 from psgd.errors import MalformedMessage
+from psgd.net import protocol, wire
 
 __all__ = [
     "ANSWERED",

@@ -33,14 +33,14 @@ from fuzzing import (
     tiny_job,
 )
 
-from psgd import protocol
+from psgd.cluster.local import DaemonProcess, start_daemon
+from psgd.cluster.submit import Submitter
+from psgd.cluster.workers import Endpoint
 from psgd.job import JobSpec
-from psgd.local import DaemonProcess, start_daemon
-from psgd.prepare import prepare_job
-from psgd.report import RunResult
-from psgd.simulate import simulate
-from psgd.submit import Submitter
-from psgd.workers import Endpoint
+from psgd.net import protocol
+from psgd.results.outcome import RunResult
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 pytestmark = pytest.mark.timeout(180)
 

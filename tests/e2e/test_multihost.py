@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from netns import Daemon, Lab, NetnsUnavailable
 
-from psgd.blas import BLAS_ENV_VARS
-from psgd.security import generate_keys
+from psgd.net.security import generate_keys
+from psgd.nn.blas import BLAS_ENV_VARS
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 15387

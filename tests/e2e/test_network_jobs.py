@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import zmq
 
-from psgd import protocol
+from psgd.cluster.probe import ask_state, wait_idle
+from psgd.cluster.submit import Submitter
+from psgd.cluster.workers import Endpoint
 from psgd.job import JobSpec
+from psgd.net import protocol
 from psgd.nn import load_model
-from psgd.prepare import prepare_job
-from psgd.probe import ask_state, wait_idle
-from psgd.simulate import simulate
-from psgd.submit import Submitter
-from psgd.workers import Endpoint
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--train-samples", "6000", "--test-samples", "1000", "--epochs", "1"]
@@ -221,7 +221,7 @@ def test_protocol_version_mismatch_is_refused_naming_both_versions(
 ):
     daemon = spawn_daemons(1)[0]
     job = prepare_job(JobSpec(node_count=1, train_samples=500, test_samples=100, epochs=1))
-    monkeypatch.setattr("psgd.wire.PROTOCOL_VERSION", 99)
+    monkeypatch.setattr("psgd.net.wire_format.PROTOCOL_VERSION", 99)
     result = Submitter(job, [daemon.endpoint]).run()
     assert result.error is not None
     assert "99" in result.error and str(protocol.PROTOCOL_VERSION) in result.error

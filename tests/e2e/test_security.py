@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import zmq
 
-from psgd import protocol
+from psgd.cluster.local import start_daemon
+from psgd.cluster.submit import Submitter
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
-from psgd.local import start_daemon
-from psgd.prepare import prepare_job
-from psgd.security import Security, add_key, generate_keys
-from psgd.submit import Submitter
+from psgd.net import protocol
+from psgd.net.security import Security, add_key, generate_keys
+from psgd.train.prepare import prepare_job
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = [sys.executable, str(REPO / "worker.py")]

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from psgd.cluster.local import DaemonProcess, start_daemon
+from psgd.cluster.probe import wait_idle
+from psgd.cluster.submit import Submitter
 from psgd.errors import JobFailed
 from psgd.job import JobSpec
-from psgd.local import DaemonProcess, start_daemon
-from psgd.prepare import prepare_job
-from psgd.probe import wait_idle
-from psgd.submit import Submitter
+from psgd.train.prepare import prepare_job
 
 pytestmark = pytest.mark.timeout(180)
 

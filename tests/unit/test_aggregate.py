@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from psgd.aggregate import (
+from psgd.algorithms.aggregate import (
     coordinate_median,
     krum,
     krum_scores,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psgd.attacks import parse_attack, parse_attacks
+from psgd.algorithms.attacks import parse_attack, parse_attacks
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
-from psgd.prepare import prepare_job
-from psgd.simulate import simulate
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 
 def test_label_flip_poisons_only_the_named_label():

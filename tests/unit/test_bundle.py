@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from psgd.bundle import bundle_codecs, load_bundle, unload_bundle
 from psgd.errors import CodecNotFound, ConfigError
 from psgd.loader import resolve_codec
+from psgd.net.bundle import bundle_codecs, load_bundle, unload_bundle
 
 CODEC = textwrap.dedent(
     """

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psgd.checkpoint import (
+from psgd.errors import ConfigError
+from psgd.train.checkpoint import (
     checkpoint_path,
     latest_common_epoch,
     load_checkpoint,
     save_checkpoint,
     save_node_checkpoint,
 )
-from psgd.errors import ConfigError
 
 
 def state(epoch: int) -> dict:

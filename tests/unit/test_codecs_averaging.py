@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from psgd import BlockWeight
-from psgd.averaging_math import (
+from psgd.algorithms.averaging import (
     NodeBatch,
     bmuf_start,
     bmuf_update,
@@ -17,10 +17,10 @@ from psgd.averaging_math import (
 )
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.prepare import prepare_job
 from psgd.settings import GlobalSettings
-from psgd.simulate import simulate
 from psgd.testing import check_p2p, check_ps
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 SHAPE = (4, 4)
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from psgd import BlockWeight, Codec, ConfigError, GlobalSettings, netEncapsulation
-from psgd.bundle import bundle_codecs
-from psgd.compress import PAYLOAD_KEY
+from psgd.algorithms.compress import PAYLOAD_KEY
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.prepare import prepare_job
-from psgd.simulate import simulate
+from psgd.net.bundle import bundle_codecs
 from psgd.testing import check_p2p, check_ps
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 P2P = ["TopKPlain", "RandomKPlain", "QSGDPlain", "TernGradPlain", "SignPlain", "SignSGD"]
 PS_CLIENTS = ["TopKPSClient", "RandomKPSClient", "QSGDPSClient", "TernGradPSClient"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from psgd import BlockWeight, GlobalSettings, Parameter_Server
-from psgd.federated_math import (
+from psgd.algorithms.federated import (
     clients_per_round,
     local_epoch_steps,
     proximal_correction,
@@ -15,9 +15,9 @@ from psgd.federated_math import (
 )
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.prepare import prepare_job
-from psgd.simulate import simulate
 from psgd.testing import check_ps
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 FedAvgClient = resolve_codec("federated.FedAvgClient")
 FedAvgServer = resolve_codec("federated.FedAvgServer")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from psgd import BlockWeight, Parameter_Server
-from psgd.averaging_math import dc_asgd_update
+from psgd.algorithms.averaging import dc_asgd_update
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.prepare import prepare_job
 from psgd.settings import GlobalSettings
-from psgd.simulate import simulate
 from psgd.testing import check_ps
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 SHAPE = (4, 4)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from psgd.aggregate import coordinate_median, krum, multi_krum, trimmed_mean
-from psgd.bundle import bundle_codecs
+from psgd.algorithms.aggregate import coordinate_median, krum, multi_krum, trimmed_mean
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.prepare import prepare_job
-from psgd.simulate import simulate
+from psgd.net.bundle import bundle_codecs
 from psgd.testing import check_ps
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 SERVERS = ["MedianServer", "TrimmedMeanServer", "KrumServer", "MultiKrumServer"]
 

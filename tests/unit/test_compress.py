@@ -1,4 +1,4 @@
-"""psgd.compress: compressors round-trip, are (un)biased as documented, and are really small."""
+"""psgd.algorithms.compress: compressors round-trip, are (un)biased as documented, and small."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from psgd import wire
-from psgd.compress import (
+from psgd.algorithms.compress import (
     COMPRESSORS,
     PAYLOAD_KEY,
     QSGD,
@@ -28,6 +27,7 @@ from psgd.compress import (
     random_indices,
     unpack_codes,
 )
+from psgd.net import wire
 
 #: Trainable values of the default MLP 784-128-128-10.
 MODEL_SIZE = 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10

@@ -6,8 +6,8 @@ import numpy as np
 
 from psgd.job import JobSpec
 from psgd.nn import MixtureMLP, build_learner, build_mlp
-from psgd.prepare import prepare_job
-from psgd.simulate import simulate
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 
 def tiny_mixture(seed: int = 0) -> MixtureMLP:

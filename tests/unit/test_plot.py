@@ -1,4 +1,4 @@
-"""psgd.plot: valid PNG bytes, and run charts with each series in its own panel and colour."""
+"""psgd.results.plot: valid PNG bytes; run charts with each series in its own panel and colour."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psgd.plot import PALETTE, _axis, _column_extremes, encode_png, plot_run
+from psgd.results.plot import PALETTE, _axis, _column_extremes, encode_png, plot_run
 
 pytestmark = pytest.mark.timeout(30)
 

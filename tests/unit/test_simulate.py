@@ -7,8 +7,8 @@ import pytest
 
 from psgd import Codec, GlobalSettings, netEncapsulation
 from psgd.job import JobSpec
-from psgd.prepare import prepare_job
-from psgd.simulate import simulate
+from psgd.train.prepare import prepare_job
+from psgd.train.simulate import simulate
 
 SMALL = {"train_samples": 8000, "test_samples": 1000, "epochs": 1}
 

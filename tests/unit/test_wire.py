@@ -1,4 +1,4 @@
-"""psgd.wire: types survive the round trip, arrays are never copied, hostile bytes only ever
+"""psgd.net.wire: types survive the round trip, arrays are never copied, hostile bytes only ever
 raise MalformedMessage."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from psgd.errors import EncodeError, MalformedMessage
-from psgd.wire import (
+from psgd.net.wire import (
     ALLOWED_DTYPES,
     DEFAULT_LIMITS,
     PROTOCOL_VERSION,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from psgd.cluster.workers import DEFAULT_PORT, Endpoint, load_workers, parse_endpoint
 from psgd.errors import ConfigError
-from psgd.workers import DEFAULT_PORT, Endpoint, load_workers, parse_endpoint
 
 
 def write(tmp_path, data):

@@ -1,0 +1,243 @@
+"""Run a job end to end: prepare, train (in-process or on daemons), write the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from psgd.errors import ConfigError, JobFailed
+from psgd.job import JobSpec
+
+__all__ = ["Target", "print_summary", "run_job"]
+
+
+class _Printer:
+    """Progress lines for the user, one thread at a time."""
+
+    def __init__(self, epochs: int, quiet: bool) -> None:
+        self.epochs = epochs
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.start = time.perf_counter()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self.start
+        with self.lock:
+            head = f"[{elapsed:7.1f}s] epoch {event['epoch']}/{self.epochs}  node {event['node']}"
+            if event["type"] == "epoch":
+                click.echo(
+                    f"{head}  test loss {event['test_loss']:.4f}  "
+                    f"test accuracy {event['test_accuracy']:.4f}"
+                )
+            elif event["type"] == "progress":
+                click.echo(
+                    f"{head}  batch {event['batch']}/{event['batches']}  loss {event['loss']:.4f}"
+                )
+
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    click.echo("")
+    click.echo(f"job {summary['job_id']}: {summary['status']}")
+    for node in summary["nodes"]:
+        click.echo(
+            f"  node {node['node']}: test accuracy {node['accuracy']:.4f}  "
+            f"loss {node['loss']:.4f}  {node['samples_per_s']:.0f} samples/s  "
+            f"{node['bytes_sent']} bytes sent"
+        )
+    if "ps" in summary["bytes_sent"]:
+        click.echo(f"  parameter server: {summary['bytes_sent']['ps']} bytes sent")
+    click.echo(
+        f"  mean: test accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  "
+        f"{summary['samples_per_s']:.0f} samples/s  wall {summary['wall_s']:.1f}s"
+    )
+    click.echo(f"  records: {out}")
+
+
+def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, Any]:
+    """Write summary, records, model, logs and plot of a finished (or failed) job."""
+    from psgd.codec import Parameter_Server
+    from psgd.results.report import build_summary, write_records
+
+    summary = build_summary(
+        spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode
+    )
+    write_records(folder, result.reports)
+    for node, text in result.logs.items():
+        if text:
+            name = "ps.log" if node == Parameter_Server else f"worker-node{node}.log"
+            folder.write_text(name, text + "\n")
+    if result.weights and not result.error:
+        _save_models(folder, spec, result.weights[min(result.weights)])
+    _plot(folder, result)
+    folder.write_json("summary.json", summary)
+    return summary
+
+
+def _save_models(folder: Any, spec: JobSpec, weights: list[Any]) -> None:
+    """``model.npz`` (node 0's), or ``model-component<m>.npz`` for each mixture component."""
+    import numpy as np
+
+    from psgd.nn import MixtureMLP, build_learner, save_model
+
+    model = build_learner(spec.model, spec.activation, spec.components, np.random.default_rng(0))
+    model.set_weights(weights)
+    if isinstance(model, MixtureMLP):
+        for m, component in enumerate(model.components):
+            save_model(component, folder.file(f"model-component{m}.npz"))
+    else:
+        save_model(model, folder.file("model.npz"))
+
+
+def _plot(folder: Any, result: Any) -> None:
+    try:
+        from psgd.results.plot import plot_run
+    except ImportError:  # plotting is a convenience; never lose a run over it
+        return
+    losses: dict[str, Sequence[float]] = {
+        f"node {r.node_id}": [row["loss"] for row in r.batch_rows] for r in result.reports
+    }
+    accuracy: dict[str, Sequence[float]] = {
+        f"node {r.node_id}": [row["test_accuracy"] for row in r.epoch_rows] for r in result.reports
+    }
+    try:
+        plot_run(folder.file("plot.png"), losses, accuracy, title=folder.path.name)
+    except Exception:
+        logging.getLogger(__name__).exception("could not draw plot.png")
+
+
+@dataclass
+class Target:
+    """Where a job runs: in-process, on ``local`` loopback daemons, or on a worker.json's.
+
+    ``keys`` is a CURVE key folder (``psgd keys generate``): the submitter authenticates with
+    ``key_name`` and ``--local`` daemons are started with it.
+    """
+
+    simulate: bool = False
+    local: int | None = None
+    workers_file: Path | None = None
+    keys: Path | None = None
+    key_name: str = "submitter"
+
+    def describe(self) -> str:
+        if self.simulate:
+            return "in-process"
+        return f"{self.local} local daemons" if self.local else "daemons"
+
+
+def run_job(
+    spec: JobSpec,
+    out: Path,
+    quiet: bool = False,
+    target: Target | None = None,
+    resume: bool = False,
+    local: int | None = None,
+) -> dict[str, Any]:
+    """Run ``spec`` on ``target`` (default: ``local`` loopback daemons, else in-process).
+
+    With ``resume``, ``out`` is an interrupted run folder: every node continues from its
+    last checkpoint there, and the records of the earlier epochs are kept.
+    """
+    from psgd.results.records import RunFolder
+    from psgd.train.prepare import prepare_job
+
+    target = target or Target(simulate=local is None, local=local)
+    if target.local:
+        target = dataclasses.replace(target, local=spec.node_count)
+    states = _resumable(out, spec.node_count) if resume else None
+    folder = RunFolder(out)
+    log_handler = logging.FileHandler(folder.file("log.txt"))
+    log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    psgd_logger = logging.getLogger("psgd")
+    psgd_logger.addHandler(log_handler)
+    psgd_logger.setLevel(logging.INFO)
+    try:
+        job = prepare_job(spec)
+        folder.write_json("job.json", spec.to_dict())
+        steps = job.trainer_config.steps_per_epoch
+        job.trainer_config.progress_every = max(1, steps // 4)
+        if not quiet:
+            resumed = f", resuming after epoch {states[0]['epoch']}" if states else ""
+            click.echo(
+                f"job {spec.job_id}: {spec.node_count} nodes, codec {spec.codec}"
+                + (f", ps codec {spec.ps_codec}" if spec.ps_codec else "")
+                + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, "
+                + f"{target.describe()}{resumed}"
+            )
+        printer = _Printer(spec.epochs, quiet)
+        if target.simulate:
+            from psgd.train.simulate import simulate as run_in_process
+
+            result = run_in_process(job, printer, folder.path, states)
+        else:
+            result = _run_on_daemons(job, printer, folder, target, states)
+        mode = "simulate" if target.simulate else "network"
+        summary = _write_run(folder, spec, result, mode)
+    finally:
+        psgd_logger.removeHandler(log_handler)
+        log_handler.close()
+    if not quiet:
+        print_summary(summary, out)
+    if summary["status"] != "completed":
+        raise JobFailed(summary["error"])
+    return summary
+
+
+def _resumable(out: Path, node_count: int) -> dict[int, dict[str, Any]]:
+    """The checkpoints to resume ``out`` from; a failed summary there is set aside."""
+    from psgd.train.checkpoint import latest_common_epoch
+
+    summary = out / "summary.json"
+    if summary.exists():
+        if json.loads(summary.read_text()).get("status") == "completed":
+            raise ConfigError(f"--resume {out}: that run already completed")
+        summary.rename(out / f"summary-failed-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    return latest_common_epoch(out, node_count)
+
+
+def _run_on_daemons(
+    job: Any,
+    printer: Any,
+    folder: Any,
+    target: Target,
+    states: dict[int, dict[str, Any]] | None,
+) -> Any:
+    from psgd.cluster.local import LocalCluster
+    from psgd.cluster.submit import Submitter
+    from psgd.cluster.workers import load_workers
+    from psgd.net.security import Security
+
+    spec = job.spec
+    keys, workers_file = target.keys, target.workers_file
+    security = Security.for_submitter(keys, target.key_name) if keys else None
+    saving = {"checkpoint_dir": folder.path, "resume": states}
+    if target.local:
+        logs = folder.file("daemons")
+        with LocalCluster(target.local, job.ps_classes is not None, logs, keys) as cluster:
+            submitter = Submitter(
+                job, cluster.workers, cluster.ps_endpoint, printer, security=security, **saving
+            )
+            return submitter.run()
+    listed = load_workers(workers_file or Path("worker.json"))
+    if spec.node_count > len(listed.workers):
+        raise ConfigError(
+            f"--node_count {spec.node_count} but {workers_file or 'worker.json'} lists "
+            f"{len(listed.workers)} workers"
+        )
+    if job.ps_classes is not None and listed.ps is None:
+        raise ConfigError(f"--ps-codec given but {workers_file or 'worker.json'} has no PS entry")
+    submitter = Submitter(
+        job, listed.workers[: spec.node_count], listed.ps, printer, security=security, **saving
+    )
+    return submitter.run()

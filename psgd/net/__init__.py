@@ -1,0 +1,8 @@
+"""The wire and the sockets: how bytes move between psgd processes.
+
+Owns: the wire encoding (msgpack header + raw array frames, decoded under an allow-list),
+the closed set of protocol messages, ZeroMQ sockets and peer channels, heartbeat constants,
+CURVE security and key files, handshake monitoring, and codec source bundles.
+
+May import: the contract (``psgd.codec``, ``psgd.errors``, ``psgd.loader``, ...) only.
+"""

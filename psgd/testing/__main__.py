@@ -1,0 +1,5 @@
+"""``python -m psgd.testing``: the codec test scripts."""
+
+from psgd.testing.scripts import main
+
+main()

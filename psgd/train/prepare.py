@@ -1,0 +1,140 @@
+"""Turn a ``JobSpec`` into what nodes need: codec classes, data blocks, the initial model.
+
+Shared by the in-process runner and the submitter, so both start every job identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from psgd.algorithms.attacks import Attack, parse_attacks
+from psgd.codec import Codec, Parameter_Server
+from psgd.data import Dataset, load_dataset, partition
+from psgd.errors import ConfigError
+from psgd.job import JobSpec
+from psgd.loader import resolve_codec
+from psgd.nn import Learner, build_learner, make_optimizer
+from psgd.settings import GlobalSettings
+from psgd.train.trainer import TrainerConfig, per_block_batch, steps_per_epoch
+
+__all__ = ["PreparedJob", "prepare_job"]
+
+
+@dataclass
+class PreparedJob:
+    """Everything derived from a spec before any node starts."""
+
+    spec: JobSpec
+    settings: GlobalSettings
+    dataset: Dataset
+    codec_classes: list[type[Codec]]
+    ps_classes: list[type[Codec]] | None
+    initial_weights: list[np.ndarray]
+    block_indices: list[np.ndarray]
+    trainer_config: TrainerConfig
+    attacks: dict[int, Attack] = field(default_factory=dict)
+
+    def build_model(self) -> Learner:
+        """A fresh model holding the job's initial weights."""
+        spec = self.spec
+        model = build_learner(
+            spec.model, spec.activation, spec.components, np.random.default_rng(0)
+        )
+        model.set_weights(self.initial_weights)
+        return model
+
+    def node_blocks(self, node_id: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{block_id: (x, y)}`` for every block node ``node_id`` holds."""
+        data = self.dataset
+        blocks = {
+            b: (data.x_train[self.block_indices[b]], data.y_train[self.block_indices[b]])
+            for b in self.settings.node_2_block[node_id]
+        }
+        attack = self.attacks.get(node_id)
+        if attack is not None and attack.on_data:
+            blocks = {b: (x, attack.poison_labels(y)) for b, (x, y) in blocks.items()}
+        return blocks
+
+    def update_attack(self, node_id: int) -> Attack | None:
+        """The attack node ``node_id`` applies to what it sends, if any."""
+        attack = self.attacks.get(node_id)
+        return attack if attack is not None and not attack.on_data else None
+
+
+def _check_model(spec: JobSpec, dataset: Dataset) -> None:
+    if spec.model[0] != dataset.n_features:
+        raise ConfigError(
+            f"--model: first layer has {spec.model[0]} inputs but dataset {dataset.name!r} "
+            f"has {dataset.n_features} features"
+        )
+    if spec.model[-1] < dataset.n_classes:
+        raise ConfigError(
+            f"--model: last layer has {spec.model[-1]} outputs but dataset {dataset.name!r} "
+            f"has {dataset.n_classes} classes"
+        )
+
+
+def _try_codecs(
+    settings: GlobalSettings,
+    classes: list[type[Codec]],
+    ps_classes: list[type[Codec]] | None,
+) -> None:
+    """Build each codec once, so one that cannot start fails here, before anything ships."""
+    GlobalSettings.set_default(settings)
+    tried = [(cls, 0) for cls in dict.fromkeys(classes)]
+    tried += [(cls, Parameter_Server) for cls in dict.fromkeys(ps_classes or [])]
+    for cls, node in tried:
+        try:
+            codec = cls(node)
+            codec.dispose()
+        except Exception as exc:
+            raise ConfigError(
+                f"codec {cls.__name__}: __init__ raised {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
+    """Resolve codecs, load and partition the data, build the initial model.
+
+    Raises ``ConfigError`` / ``CodecNotFound`` / ``DatasetError`` before any training starts.
+    """
+    settings = GlobalSettings.for_job(spec)
+    codec_classes = [resolve_codec(name, cwd) for name in spec.codec_names()]
+    ps_names = spec.ps_codec_names()
+    ps_classes = [resolve_codec(name, cwd) for name in ps_names] if ps_names else None
+    dataset = load_dataset(spec.dataset)
+    if spec.train_samples or spec.test_samples:
+        dataset = dataset.subset(spec.train_samples, spec.test_samples)
+    _check_model(spec, dataset)
+    rng = np.random.default_rng(spec.seed)
+    model = build_learner(spec.model, spec.activation, spec.components, rng)
+    blocks = partition(
+        dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
+    )
+    settings.node_samples = [
+        sum(len(blocks[b]) for b in settings.node_2_block[n]) for n in range(spec.node_count)
+    ]
+    held = len(settings.node_2_block[0])
+    block_batch = per_block_batch(spec.batch_size, held)
+    config = TrainerConfig(
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        learn_rate=spec.learn_rate,
+        optimizer=spec.optimizer,
+        sync=spec.sync,
+        exchange=spec.exchange,
+        timeout_s=spec.timeout_s,
+        seed=spec.seed,
+        steps_per_epoch=steps_per_epoch([len(b) for b in blocks], block_batch),
+        checkpoint_every=spec.checkpoint_every,
+    )
+    make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
+    _try_codecs(settings, codec_classes, ps_classes)
+    attacks = parse_attacks(spec.attacks, spec.node_count)
+    return PreparedJob(
+        spec, settings, dataset, codec_classes, ps_classes, model.get_weights(), blocks, config,
+        attacks,
+    )  # fmt: skip
