@@ -1,7 +1,8 @@
 """Resolve codec names (``module.Class`` or ``path/to/file.py:Class``) to codec classes.
 
 ``module.Class`` is looked up in ``./codecs/`` (the user's folder), then in psgd's built-in
-``codecs/`` folder, then on ``sys.path``. ``codecs`` itself is a standard-library module, so
+codecs (the repository's ``codecs/`` folder, shipped in the wheel as ``psgd/_codecs/``), then
+on ``sys.path``. ``codecs`` itself is a standard-library module, so
 the codec folders are never imported as packages: each file is loaded on its own, with its
 folder on ``sys.path`` while it runs so that it can import sibling modules.
 """
@@ -21,8 +22,17 @@ from psgd.errors import CodecNotFound
 
 __all__ = ["BUILTIN_CODECS_DIR", "codec_name", "load_module_file", "resolve_codec"]
 
-#: The built-in codecs shipped beside the ``psgd`` package.
-BUILTIN_CODECS_DIR = Path(__file__).resolve().parent.parent / "codecs"
+
+def _builtin_codecs_dir() -> Path:
+    """``psgd/_codecs`` in an installed wheel, else the repository's ``codecs/`` folder."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "_codecs"
+    return shipped if shipped.is_dir() else package.parent / "codecs"
+
+
+#: The built-in codecs: the repository's top-level ``codecs/`` folder, which a wheel carries
+#: as ``psgd/_codecs/`` (a checkout or an editable install reads the folder itself).
+BUILTIN_CODECS_DIR = _builtin_codecs_dir()
 
 _MODULE_PREFIX = "_psgd_codec_"
 _loaded: dict[Path, ModuleType] = {}

@@ -323,12 +323,14 @@ def _as_argv(ctx: click.Context) -> list[str]:
         skipped = ("detach", "out", "job_id")
         if not isinstance(param, click.Option) or param.name in skipped:
             continue
+        flag = param.opts[0]
+        if param.is_flag:  # compared with True: click 8.2+ gives flags an UNSET default
+            if value is True:
+                argv.append(flag)
+            continue
         if value is None or value == param.default or value == ():
             continue
-        flag = param.opts[0]
-        if param.is_flag:
-            argv.append(flag)
-        elif param.multiple:
+        if param.multiple:
             for item in value:
                 argv += [flag, "=".join(map(str, item)) if isinstance(item, tuple) else item]
         elif isinstance(value, list):

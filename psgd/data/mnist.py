@@ -16,8 +16,19 @@ import numpy as np
 from psgd.data.dataset import Dataset
 from psgd.errors import DatasetError
 
-_REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
 DATA_DIR_ENV = "PSGD_DATA_DIR"
+
+
+def _shipped_data_dir() -> Path:
+    """``psgd/_data/mnist`` in an installed wheel, else the repository's ``data/mnist``."""
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "_data" / "mnist"
+    return shipped if shipped.is_dir() else package.parent / "data" / "mnist"
+
+
+#: Where MNIST ships: the repository's ``data/mnist``, carried by the wheel as
+#: ``psgd/_data/mnist`` (a checkout or an editable install reads the folder itself).
+SHIPPED_DATA_DIR = _shipped_data_dir()
 
 
 def _env_data_dir() -> Path | None:
@@ -25,8 +36,8 @@ def _env_data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-DEFAULT_DATA_DIR: Path = _env_data_dir() or _REPO_DATA_DIR
-"""``<repo root>/data/mnist``, or ``$PSGD_DATA_DIR`` when set (also read again at each load)."""
+DEFAULT_DATA_DIR: Path = _env_data_dir() or SHIPPED_DATA_DIR
+"""``SHIPPED_DATA_DIR``, or ``$PSGD_DATA_DIR`` when set (also read again at each load)."""
 
 MNIST_FILES: dict[str, str] = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -121,7 +132,7 @@ def load_mnist(data_dir: Path | None = None, verify: bool = True) -> Dataset:
     ----------
     data_dir : Path, optional
         Directory holding the four IDX .gz files. Default: ``$PSGD_DATA_DIR`` if set,
-        else `DEFAULT_DATA_DIR` (``data/mnist`` in the repository).
+        else `DEFAULT_DATA_DIR` (``data/mnist`` in the repository, shipped with psgd).
     verify : bool
         Check the sha256 of each .gz file against ``SHA256SUMS`` when that file exists.
 

@@ -1,22 +1,19 @@
-"""Real worker.py daemons on loopback (OS-chosen ports), killed in teardown."""
+"""Real psgd-worker daemons on loopback (OS-chosen ports), killed in teardown."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from entry_points import WORKER
 
 from psgd.cluster.local import DaemonProcess, start_daemon
-
-REPO = Path(__file__).resolve().parents[2]
-WORKER = [sys.executable, str(REPO / "worker.py")]
 
 
 @pytest.fixture
 def spawn_daemons(tmp_path: Path) -> Iterator[Callable[[int], list[DaemonProcess]]]:
-    """``spawn_daemons(n)`` starts n real worker.py processes; all are stopped afterwards."""
+    """``spawn_daemons(n)`` starts n real psgd-worker processes; all are stopped afterwards."""
     started: list[DaemonProcess] = []
 
     def spawn(count: int) -> list[DaemonProcess]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+from entry_points import WORKER
 from fuzzing import (
     ANSWERED,
     DROPPED,
@@ -44,8 +44,6 @@ from psgd.train.simulate import simulate
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = [sys.executable, str(REPO / "worker.py")]
 LIMITS = DaemonLimits(max_message_bytes=1_000_000, max_job_bytes=64_000_000)
 LIMIT_ARGS = ["--max-message-mb", "1", "--max-job-mb", "64"]
 SEED = 20261123

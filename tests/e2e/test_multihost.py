@@ -1,4 +1,4 @@
-"""Jobs across "hosts": one worker.py per network namespace, job_submit.py in the root one.
+"""Jobs across "hosts": one psgd-worker per network namespace, psgd-submit in the root one.
 
 Every daemon listens on the default port 15387 of its own namespace address, so the test also
 shows that worker.json's addresses (not loopback) carry the control and the data traffic.
@@ -10,19 +10,18 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from entry_points import SUBMIT, WORKER
 from netns import Daemon, Lab, NetnsUnavailable
 
 from psgd.net.security import generate_keys
 from psgd.nn.blas import BLAS_ENV_VARS
 
-REPO = Path(__file__).resolve().parents[2]
 PORT = 15387
 SUBMIT_TIMEOUT_S = 90.0
 LOG_WAIT_S = 10.0
@@ -48,12 +47,11 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     for name in BLAS_ENV_VARS:
         env[name] = "1"  # several processes share this machine's cores
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
 def _start_daemons(lab: Lab, count: int, log_root: Path, security: list[str]) -> list[Daemon]:
-    """``count`` namespaces, each running ``worker.py --bind <its address> --port 15387``.
+    """``count`` namespaces, each running ``psgd-worker --bind <its address> --port 15387``.
 
     ``security`` is ``["--keys", DIR]`` (CURVE) or ``["--insecure"]`` (a bind beyond loopback
     without keys must be insisted on).
@@ -64,11 +62,11 @@ def _start_daemons(lab: Lab, count: int, log_root: Path, security: list[str]) ->
         pytest.skip(f"no network namespaces here: {exc}")
     daemons = []
     for host in hosts:
-        argv = [sys.executable, str(REPO / "worker.py"), "--bind", host.address,
+        argv = [*WORKER, "--bind", host.address,
                 "--port", str(PORT), "--log-dir", str(log_root / host.namespace),
                 *security]  # fmt: skip
         ready = f"psgd worker listening on tcp://{host.address}:{PORT}"
-        daemons.append(lab.start(host, argv, ready, env=_env(), cwd=REPO))
+        daemons.append(lab.start(host, argv, ready, env=_env(), cwd=log_root.parent))
     return daemons
 
 
@@ -77,7 +75,7 @@ def _submit(tmp_path: Path, workers: list[Daemon], ps: Daemon | None, *options: 
     if ps is not None:
         listing["PS"] = f"{ps.host.address}:{PORT}"
     (tmp_path / "worker.json").write_text(json.dumps(listing), encoding="utf-8")
-    command = [sys.executable, str(REPO / "job_submit.py"), "--workers", "worker.json",
+    command = [*SUBMIT, "--workers", "worker.json",
                "--node_count", str(len(workers)), "--train-samples", "6000",
                "--test-samples", "1000", "--epochs", "1", "--out", str(tmp_path / "run"),
                *options]  # fmt: skip

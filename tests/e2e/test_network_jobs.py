@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from entry_points import PSGD, SUBMIT, WORKER
 
 from psgd.cluster.probe import ask_state, wait_idle
 from psgd.cluster.submit import Submitter
@@ -25,7 +25,6 @@ from psgd.nn import load_model
 from psgd.train.prepare import prepare_job
 from psgd.train.simulate import simulate
 
-REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--train-samples", "6000", "--test-samples", "1000", "--epochs", "1"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
@@ -42,7 +41,7 @@ def write_workers(path: Path, daemons, ps=None) -> Path:
 
 def submit(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "job_submit.py"), *args],
+        [*SUBMIT, *args],
         capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=ENV,
     )  # fmt: skip
 
@@ -50,7 +49,7 @@ def submit(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.Compl
 def start_training(tmp_path: Path, workers: Path, nodes: int, out: str = "run") -> subprocess.Popen:
     """A long job_submit.py run (50 epochs), returned once its first batch is reported."""
     job = subprocess.Popen(
-        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
+        [*SUBMIT, "--workers", str(workers),
          "--node_count", str(nodes), "--epochs", "50", "--out", out],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
     )  # fmt: skip
@@ -147,11 +146,12 @@ def test_killed_worker_is_named_and_the_others_return_to_idle(spawn_daemons, tmp
 
 FAILING_CODECS = textwrap.dedent(
     """
+    import os
     import sys
 
     from psgd import Codec, GlobalSettings, netEncapsulation
 
-    if sys.argv[1:2] == ["--port"] and "worker.py" in sys.argv[0]:
+    if sys.argv[1:2] == ["--port"] and "worker" in os.path.basename(sys.argv[0]):
         import a_module_only_the_submitter_has  # noqa: F401
 
 
@@ -176,7 +176,9 @@ def test_codec_exception_reaches_the_submitter_and_daemons_serve_the_next_job(
     daemons = spawn_daemons(2)
     workers = write_workers(tmp_path / "worker.json", daemons)
     (tmp_path / "codecs").mkdir()
-    (tmp_path / "codecs" / "broken.py").write_text(FAILING_CODECS.replace("worker.py", "never"))
+    (tmp_path / "codecs" / "broken.py").write_text(
+        FAILING_CODECS.replace('"worker" in', '"never" in')
+    )
     failed = submit(tmp_path, "--workers", str(workers), "--node_count", "2",
                     "--codec", "broken.Explodes", *QUICK, "--out", "bad")  # fmt: skip
     assert failed.returncode == 1
@@ -273,7 +275,7 @@ def test_daemon_survives_garbage_and_stops_cleanly_on_sigterm(spawn_daemons):
 def test_port_in_use_is_one_clear_line_and_exit_code_1(spawn_daemons, tmp_path):
     daemon = spawn_daemons(1)[0]
     second = subprocess.run(
-        [sys.executable, str(REPO / "worker.py"), "--port", str(daemon.endpoint.port),
+        [*WORKER, "--port", str(daemon.endpoint.port),
          "--log-dir", str(tmp_path / "logs")],
         capture_output=True, text=True, timeout=30, env=ENV,
     )  # fmt: skip
@@ -302,7 +304,7 @@ def test_detached_job_runs_on_and_retrieve_fetches_its_results(tmp_path):
     assert started.returncode == 0, started.stderr
     assert "detached" in started.stdout and "retrieve run" in started.stdout
     fetched = subprocess.run(
-        [sys.executable, str(REPO / "job_submit.py"), "retrieve", "run"],
+        [*SUBMIT, "retrieve", "run"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=ENV,
     )  # fmt: skip
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
@@ -315,7 +317,7 @@ def test_detached_job_runs_on_and_retrieve_fetches_its_results(tmp_path):
 def test_retrieve_of_a_folder_without_a_run_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     fetched = subprocess.run(
-        [sys.executable, str(REPO / "job_submit.py"), "retrieve", "empty"],
+        [*SUBMIT, "retrieve", "empty"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=ENV,
     )  # fmt: skip
     assert fetched.returncode == 1 and "no run here" in fetched.stderr
@@ -329,7 +331,7 @@ def test_interrupted_job_resumes_from_its_checkpoint_to_the_uninterrupted_accura
     options = ["--train-samples", "4000", "--test-samples", "1000", "--epochs", "12",
                "--seed", "3"]  # fmt: skip
     job = subprocess.Popen(
-        [sys.executable, str(REPO / "job_submit.py"), "--workers", str(workers),
+        [*SUBMIT, "--workers", str(workers),
          "--node_count", "2", *options, "--checkpoint-every", "1", "--out", "run"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=ENV,
     )  # fmt: skip
@@ -356,13 +358,13 @@ def test_status_command_names_each_daemon_state(spawn_daemons, tmp_path):
     daemon = spawn_daemons(1)[0]
     listing = write_workers(tmp_path / "worker.json", [daemon])
     shown = subprocess.run(
-        [sys.executable, "-m", "psgd.cli", "status", "--workers", str(listing), "127.0.0.1:1"],
+        [*PSGD, "status", "--workers", str(listing), "127.0.0.1:1"],
         capture_output=True, text=True, timeout=60, env=ENV,
     )  # fmt: skip
     assert shown.returncode == 1  # one of them is silent
     assert "127.0.0.1:1  silent" in shown.stdout
     shown = subprocess.run(
-        [sys.executable, "-m", "psgd.cli", "status", "--workers", str(listing)],
+        [*PSGD, "status", "--workers", str(listing)],
         capture_output=True, text=True, timeout=60, env=ENV,
     )  # fmt: skip
     assert shown.returncode == 0 and f"{daemon.endpoint}  idle" in shown.stdout

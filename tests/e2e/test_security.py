@@ -6,12 +6,12 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import zmq
+from entry_points import SUBMIT, WORKER
 
 from psgd.cluster.local import start_daemon
 from psgd.cluster.submit import Submitter
@@ -21,8 +21,6 @@ from psgd.net import protocol
 from psgd.net.security import Security, add_key, generate_keys
 from psgd.train.prepare import prepare_job
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = [sys.executable, str(REPO / "worker.py")]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 SMALL = {"node_count": 1, "train_samples": 600, "test_samples": 100, "epochs": 1}
 
@@ -68,7 +66,7 @@ def test_generate_writes_private_secrets_and_authorised_publics(keys):
 
 def test_job_with_keys_runs_end_to_end(tmp_path, keys):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "job_submit.py"), "--local", "2", "--keys", str(keys),
+        [*SUBMIT, "--local", "2", "--keys", str(keys),
          "--train-samples", "4000", "--test-samples", "500", "--epochs", "1", "--out", "run"],
         capture_output=True, text=True, timeout=100, cwd=tmp_path, env=ENV,
     )  # fmt: skip

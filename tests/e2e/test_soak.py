@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import textwrap
 import time
 from collections import Counter
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from entry_points import WORKER
 
 from psgd.cluster.local import DaemonProcess, start_daemon
 from psgd.cluster.probe import wait_idle
@@ -26,8 +26,6 @@ from psgd.train.prepare import prepare_job
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = [sys.executable, str(REPO / "worker.py")]
 JOBS, WARM_UP, FAIL_EVERY = 50, 5, 5
 SMALL = {"node_count": 2, "train_samples": 400, "test_samples": 100, "epochs": 1}
 #: Slack over the warmed-up figures. Descriptors and threads of a daemon between jobs are a
@@ -40,11 +38,12 @@ RSS_SLACK_KB, RSS_SLACK_RATIO = 30_000, 0.15
 
 CODECS = textwrap.dedent(
     """
+    import os
     import sys
 
     from psgd import Codec, GlobalSettings, netEncapsulation
 
-    if sys.argv[1:2] == ["--port"] and sys.argv[0].endswith("worker.py") and WORKER_ONLY:
+    if sys.argv[1:2] == ["--port"] and "worker" in os.path.basename(sys.argv[0]) and WORKER_ONLY:
         import a_module_only_the_submitter_has  # noqa: F401
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from entry_points import SUBMIT
 
 from psgd.cli.submit import submit
 
@@ -83,7 +83,7 @@ def test_failing_job_exits_non_zero_and_keeps_a_failed_summary(tmp_path):
 
 def test_job_submit_script_runs_as_a_user_would(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "job_submit.py"), *QUICK[:1], "--train-samples", "2000",
+        [*SUBMIT, *QUICK[:1], "--train-samples", "2000",
          "--test-samples", "500", "--epochs", "1", "--out", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip

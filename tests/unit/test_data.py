@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from psgd.data import DEFAULT_DATA_DIR, load_mnist, read_idx
+from psgd.data.mnist import SHIPPED_DATA_DIR
 from psgd.errors import DatasetError
 
-REPO_MNIST = Path(__file__).resolve().parents[2] / "data" / "mnist"
+#: The MNIST files psgd ships: data/mnist in a checkout, psgd/_data/mnist once installed.
+SHIPPED_MNIST = SHIPPED_DATA_DIR
 FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
     "y_train": "train-labels-idx1-ubyte.gz",
@@ -87,17 +89,17 @@ def test_real_mnist_matches_the_original_distribution(mnist):
 def test_real_mnist_pixels_are_scaled_to_unit_interval(mnist):
     assert mnist.x_train.min() == 0.0 and mnist.x_train.max() == 1.0
     assert mnist.x_test.min() == 0.0 and mnist.x_test.max() == 1.0
-    raw = read_idx(REPO_MNIST / FILES["x_train"])
+    raw = read_idx(SHIPPED_MNIST / FILES["x_train"])
     np.testing.assert_allclose(mnist.x_train[0], raw[0].reshape(-1) / 255.0, rtol=1e-6)
 
 
 def test_real_mnist_files_match_their_sha256sums():
     listed = dict(
-        reversed(line.split()) for line in (REPO_MNIST / "SHA256SUMS").read_text().splitlines()
+        reversed(line.split()) for line in (SHIPPED_MNIST / "SHA256SUMS").read_text().splitlines()
     )
     for name in FILES.values():
-        assert hashlib.sha256((REPO_MNIST / name).read_bytes()).hexdigest() == listed[name]
-    load_mnist(REPO_MNIST, verify=True)
+        assert hashlib.sha256((SHIPPED_MNIST / name).read_bytes()).hexdigest() == listed[name]
+    load_mnist(SHIPPED_MNIST, verify=True)
 
 
 def test_load_mnist_returns_read_only_arrays_so_the_cache_cannot_be_corrupted(mnist):
@@ -114,16 +116,16 @@ def test_load_mnist_reuses_decoded_arrays_between_calls(mnist):
 
 def test_read_idx_decodes_mnist_training_images_quickly():
     start = time.perf_counter()
-    images = read_idx(REPO_MNIST / FILES["x_train"])
+    images = read_idx(SHIPPED_MNIST / FILES["x_train"])
     elapsed = time.perf_counter() - start
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
     assert elapsed < 3.0  # ~0.2 s with np.frombuffer; a Python loop over bytes takes minutes
 
 
-def test_default_data_dir_is_data_mnist_in_the_repository():
+def test_default_data_dir_is_the_mnist_psgd_ships():
     if os.environ.get("PSGD_DATA_DIR"):
         pytest.skip("PSGD_DATA_DIR overrides the default")
-    assert DEFAULT_DATA_DIR == REPO_MNIST
+    assert DEFAULT_DATA_DIR == SHIPPED_MNIST
 
 
 def test_psgd_data_dir_environment_variable_picks_the_directory(fake_dir, monkeypatch):
