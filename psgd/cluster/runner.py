@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +78,7 @@ def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, 
             folder.write_text(name, text + "\n")
     if result.weights and not result.error:
         _save_models(folder, spec, result.weights[min(result.weights)])
-    _plot(folder, result)
+    _plot(folder, result, summary)
     folder.write_json("summary.json", summary)
     return summary
 
@@ -99,20 +98,14 @@ def _save_models(folder: Any, spec: JobSpec, weights: list[Any]) -> None:
         save_model(model, folder.file("model.npz"))
 
 
-def _plot(folder: Any, result: Any) -> None:
+def _plot(folder: Any, result: Any, summary: dict[str, Any]) -> None:
+    from psgd.results.plot import plot_run
+    from psgd.results.runs import NodeRecords, RunRecords
+
+    nodes = [NodeRecords(r.node_id, r.batch_rows, r.epoch_rows) for r in result.reports]
     try:
-        from psgd.results.plot import plot_run
-    except ImportError:  # plotting is a convenience; never lose a run over it
-        return
-    losses: dict[str, Sequence[float]] = {
-        f"node {r.node_id}": [row["loss"] for row in r.batch_rows] for r in result.reports
-    }
-    accuracy: dict[str, Sequence[float]] = {
-        f"node {r.node_id}": [row["test_accuracy"] for row in r.epoch_rows] for r in result.reports
-    }
-    try:
-        plot_run(folder.file("plot.png"), losses, accuracy, title=folder.path.name)
-    except Exception:
+        plot_run(folder.file("plot.png"), RunRecords(folder.path, summary, nodes))
+    except Exception:  # plotting is a convenience; never lose a run over it
         logging.getLogger(__name__).exception("could not draw plot.png")
 
 

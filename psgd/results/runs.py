@@ -1,0 +1,184 @@
+"""Read a run folder back: its summary and per-node records, as curves to plot and compare.
+
+A run folder (see ``records.RunFolder``) holds ``summary.json``, ``train-node<i>.csv`` (one row
+per batch) and ``eval-node<i>.csv`` (one row per evaluation, i.e. per epoch); a round-based run
+may add ``rounds.csv`` (one row per round: ``round``, ``accuracy``, ``loss``, ``clients``,
+``bytes``, ``wall_s``). ``load_run`` reads them; ``RunRecords.progress`` gives the test figures
+against epochs or rounds, with the bytes each worker had sent and the time spent by then.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psgd.errors import ConfigError
+
+__all__ = ["NodeRecords", "Point", "RunRecords", "load_run"]
+
+_NODE_FILE = re.compile(r"(train|eval)-node(\d+)\.csv$")
+
+
+@dataclass(frozen=True)
+class Point:
+    """The run's test figures after one epoch or round.
+
+    ``step`` is the epoch (or round) number; ``accuracy``/``loss`` the mean over the workers
+    evaluated then; ``bytes_per_worker`` what a worker had sent by then (mean over workers);
+    ``time_s`` the time spent by then (the slowest worker's training time, or the round's
+    wall time).
+    """
+
+    step: int
+    accuracy: float
+    loss: float
+    bytes_per_worker: float
+    time_s: float
+
+
+@dataclass
+class NodeRecords:
+    """One worker's rows: ``batches`` from ``train-node<i>.csv``, ``evals`` from ``eval-...``."""
+
+    node: int
+    batches: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class RunRecords:
+    """A finished (or failed) run as read from its folder."""
+
+    path: Path
+    summary: dict[str, Any]
+    nodes: list[NodeRecords]
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def unit(self) -> str:
+        """``"round"`` for a round-based run, else ``"epoch"``."""
+        return "round" if self.rounds else "epoch"
+
+    @property
+    def codec(self) -> str:
+        """The codec as given on the command line, with the PS codec after a ``+``."""
+        spec = self.summary.get("spec") or {}
+        codec = spec.get("codec", "?")
+        codec = codec if isinstance(codec, str) else ",".join(f"{k}={v}" for k, v in codec.items())
+        return f"{codec} + {spec['ps_codec']}" if spec.get("ps_codec") else codec
+
+    @property
+    def completed(self) -> bool:
+        return self.summary.get("status") == "completed"
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.summary.get("accuracy", math.nan))
+
+    @property
+    def wall_s(self) -> float:
+        return float(self.summary.get("wall_s", math.nan))
+
+    def bytes_per_worker(self) -> float:
+        """Bytes each worker sent in the whole run (mean over workers; the PS left out)."""
+        sent = [v for k, v in (self.summary.get("bytes_sent") or {}).items() if k != "ps"]
+        return sum(sent) / len(sent) if sent else math.nan
+
+    def server_bytes(self) -> float | None:
+        """Bytes the parameter server sent, or None without one."""
+        value = (self.summary.get("bytes_sent") or {}).get("ps")
+        return None if value is None else float(value)
+
+    def progress(self) -> list[Point]:
+        """Test figures after each epoch (mean over workers) or each round."""
+        if self.rounds:
+            return [
+                Point(int(r["round"]), r["accuracy"], r.get("loss", math.nan),
+                      r.get("bytes", math.nan), r.get("wall_s", math.nan))
+                for r in self.rounds
+            ]  # fmt: skip
+        by_step: dict[int, list[dict[str, float]]] = {}
+        for node in self.nodes:
+            for row in node.evals:
+                by_step.setdefault(int(row["epoch"]), []).append(row)
+        return [
+            Point(
+                step,
+                _mean([r.get("test_accuracy", math.nan) for r in rows]),
+                _mean([r.get("test_loss", math.nan) for r in rows]),
+                _mean([r.get("bytes_sent", math.nan) for r in rows]),
+                max(r.get("train_s", math.nan) for r in rows),
+            )
+            for step, rows in sorted(by_step.items())
+        ]
+
+    def steps_to(self, target: float) -> int | None:
+        """The first epoch (or round) whose accuracy reached ``target``, or None."""
+        return next((p.step for p in self.progress() if p.accuracy >= target), None)
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _read_csv(path: Path) -> list[dict[str, float]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from exc
+
+
+def load_run(path: Path) -> RunRecords:
+    """Read the run folder ``path``.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` is not a run folder (no ``summary.json``) or a record cannot be read;
+        the message names the file.
+    """
+    path = Path(path)
+    summary_path = path / "summary.json"
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such run folder")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no summary.json (not a run folder, or the run has not finished)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{summary_path}: cannot read ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{summary_path}: expected a JSON object")
+    nodes: dict[int, NodeRecords] = {}
+    for csv_path in sorted(path.glob("*-node*.csv")):
+        match = _NODE_FILE.match(csv_path.name)
+        if match:
+            node = nodes.setdefault(int(match[2]), NodeRecords(int(match[2])))
+            rows = _read_csv(csv_path)
+            if match[1] == "train":
+                node.batches = rows
+            else:
+                node.evals = rows
+    rounds = _read_csv(path / "rounds.csv") if (path / "rounds.csv").is_file() else []
+    return RunRecords(path, summary, [nodes[n] for n in sorted(nodes)], rounds)
