@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from psgd.results.records import atomic_write_bytes
 from psgd.results.runs import Point, RunRecords
 
@@ -98,7 +100,14 @@ def _loss_panel(ax: Axes, run: RunRecords) -> None:
     _finish(ax, "", "batch", "training loss", drew, len(run.nodes) <= LEGEND_MAX, whole_x=True)
     if drew and steps_per_epoch:
         per = float(steps_per_epoch)
-        top = ax.secondary_xaxis("top", functions=(lambda s: s / per, lambda e: e * per))
+
+        def to_epoch(step: Any) -> Any:
+            return step / per
+
+        def to_step(epoch: Any) -> Any:
+            return epoch * per
+
+        top = ax.secondary_xaxis("top", functions=(to_epoch, to_step))
         top.set_xlabel("epoch")
 
 
@@ -138,7 +147,7 @@ def _accuracy_panels(axes: Sequence[Axes], run: RunRecords) -> None:
 
 def _log_if_wide(ax: Axes) -> None:
     """A log scale for an axis whose data spans more than two decades (compression vs not)."""
-    xs = [x for line in ax.get_lines() for x in line.get_xdata() if x > 0]
+    xs = [x for line in ax.get_lines() for x in np.asarray(line.get_xdata(), float) if x > 0]
     if xs and max(xs) > 100 * min(xs):
         ax.set_xscale("log")
         ax.set_xlabel(f"{ax.get_xlabel()} (log scale)")
