@@ -85,6 +85,7 @@ class ModelAverage(Codec):
     """
 
     exchange = "params"
+    params = {"block_steps": (DEFAULT_BLOCK_STEPS, "local steps between two averages")}
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -146,6 +147,12 @@ class BMUF(ModelAverage):
     learning rate, default 1.0), ``bmuf_nesterov`` (default true).
     """
 
+    params = {
+        "bmuf_mu": ("1 - 1/N", "block momentum, in [0, 1)"),
+        "bmuf_zeta": (1.0, "block learning rate, > 0"),
+        "bmuf_nesterov": (True, "Nesterov block momentum"),
+    }
+
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         owner = type(self).__name__
@@ -204,6 +211,11 @@ class EASGDWorker(Codec):
     """
 
     exchange = "delta"
+    params = {
+        "easgd_tau": (DEFAULT_EASGD_TAU, "local steps between two elastic pulls"),
+        "easgd_alpha": ("0.9 / N", "moving rate alpha (alpha * N < 1)"),
+        "easgd_rho": (None, "alpha as learn_rate * rho, when easgd_alpha is not given"),
+    }
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -252,6 +264,11 @@ class EASGDServer(Codec):
     center starts at the job's initial model (``initial_weights`` hook; zeros without it).
     """
 
+    params = {
+        "easgd_alpha": ("0.9 / N", "moving rate alpha (alpha * N < 1)"),
+        "easgd_rho": (None, "alpha as learn_rate * rho, when easgd_alpha is not given"),
+    }
+
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         self.alpha = easgd_alpha(type(self).__name__)
@@ -293,6 +310,11 @@ class AsyncEASGDWorker(EASGDWorker):
 class AsyncEASGDServer(Codec):
     """Asynchronous EASGD center: on each worker's ``x_i``, reply the current ``x~`` to that
     worker, then ``x~ <- x~ + alpha * (x_i - x~)``. Starts like ``EASGDServer``."""
+
+    params = {
+        "easgd_alpha": ("0.9 / N", "moving rate alpha (alpha * N < 1)"),
+        "easgd_rho": (None, "alpha as learn_rate * rho, when easgd_alpha is not given"),
+    }
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)

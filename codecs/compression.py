@@ -77,6 +77,13 @@ class Compressing:
 
     compressor: str | None = "topk"
     error_feedback = True
+    params = {
+        "ratio": (0.01, "top-k / random-k: fraction of coordinates sent"),
+        "levels": (16, "QSGD: quantisation levels s"),
+        "bucket": ("512 QSGD, 0 TernGrad", "coordinates per norm (0: the whole array)"),
+        "rescale": (False, "random-k: scale kept coordinates by 1 / ratio"),
+        "error_feedback": ("per codec", "add what compression dropped to the next step"),
+    }
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -227,6 +234,8 @@ class SignPlain(Compressing, Plain):
 
 class MajorityVote(Plain):
     """``Plain``'s rounds, merged by majority vote of the blocks' signs (``sign_scale``)."""
+
+    params = {"sign_scale": ("mean", "size of the voted step: mean (|step| mean) or lr")}
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)

@@ -10,6 +10,8 @@ from psgd import BlockWeight, Codec, GlobalSettings
 class DummyCodec(Codec):
     """Each node trains alone: the result is the mean of the blocks it holds."""
 
+    params = {}  # reads no --param
+
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         self.own: dict[int, Any] = {}

@@ -20,6 +20,7 @@ class FedAvgClient(Codec):
     """A client: its own weights between rounds, the server's average at each round."""
 
     exchange = "params"
+    params = {"local_steps": (DEFAULT_LOCAL_STEPS, "local steps between two averages")}
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -43,6 +44,8 @@ class FedAvgClient(Codec):
 
 class FedAvgServer(Codec):
     """The server: waits for every client's weights, replies with their mean."""
+
+    params = {}  # reads no --param
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)

@@ -79,6 +79,7 @@ class FedAvgClient(Codec):
     """A client: its own weights between rounds, the server's average at each round's end."""
 
     exchange = "params"
+    params = {"local_steps": ("one local epoch", "local steps per round")}
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -142,6 +143,11 @@ class FedAvgClient(Codec):
 class FedAvgServer(Codec):
     """The server: per round, the sample-weighted average of the sampled clients' weights."""
 
+    params = {
+        "fraction": (1.0, "fraction of clients sampled per round"),
+        "seed": ("the job's seed", "seed of the client sampling"),
+    }
+
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         settings = GlobalSettings.get_default()
@@ -176,6 +182,8 @@ class FedAvgServer(Codec):
 
 class FedProxClient(FedAvgClient):
     """FedAvg's client with the proximal pull ``mu * (w - w_global)`` after each local step."""
+
+    params = {"mu": (0.01, "weight of the proximal term")}
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)

@@ -28,6 +28,8 @@ def mean_in_block_order(blocks: dict[int, Any]) -> Any:
 class Plain(Codec):
     """Synchronous all-to-all averaging of every block (Parallel-SGD's ``Plain``)."""
 
+    params = {}  # reads no --param
+
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         self.round = 0

@@ -28,6 +28,7 @@ class GradientPSClient(Codec):
     """Sends its step of each round to the server; the server's aggregate is the result."""
 
     exchange = "delta"
+    params = {}  # reads no --param
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -60,6 +61,8 @@ class GradientPSServer(Codec):
     Byzantine worker) is recorded and left out of its round, which then completes with the
     others: one bad worker cannot stop the job.
     """
+
+    params = {}  # reads no --param
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -145,6 +148,7 @@ class AsyncPSClient(Codec):
     """
 
     exchange = "delta"
+    params = {}  # reads no --param
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -193,6 +197,8 @@ class AsyncPSServer(Codec):
     ``apply`` is plain SGD, ``W - step``; ``DCASGDServer`` overrides it.
     """
 
+    params = {}  # reads no --param
+
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         self.weights: np.ndarray | None = None
@@ -235,6 +241,11 @@ class DCASGDServer(AsyncPSServer):
     ``--param dc_learn_rate`` stands for ``eta`` only where the job's is unknown (the codec test
     scripts).
     """
+
+    params = {
+        "dc_lambda": (DEFAULT_DC_LAMBDA, "delay compensation lambda (DC-ASGD-c)"),
+        "dc_learn_rate": (0.0, "eta where the job's learning rate is unknown (test scripts)"),
+    }
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)

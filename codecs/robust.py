@@ -48,12 +48,19 @@ def _byzantine_count(server: str, need_krum: bool) -> int:
 class MedianServer(GradientPSServer):
     """Replies with the coordinate-wise median of the round's steps."""
 
+    params = {}  # reads no --param
+
     def aggregate(self, updates: list[np.ndarray]) -> np.ndarray:
         return coordinate_median(updates)
 
 
 class TrimmedMeanServer(GradientPSServer):
     """Replies with the coordinate-wise trimmed mean (``--param trim``, default ``f``)."""
+
+    params = {
+        "trim": ("f", "steps trimmed at each end per coordinate"),
+        "f": (DEFAULT_F, "Byzantine workers tolerated"),
+    }
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -72,6 +79,8 @@ class TrimmedMeanServer(GradientPSServer):
 class KrumServer(GradientPSServer):
     """Replies with the Krum choice among the round's steps (``--param f``, default 1)."""
 
+    params = {"f": (DEFAULT_F, "Byzantine workers tolerated (node_count >= 2f + 3)")}
+
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         self.f = _byzantine_count(type(self).__name__, need_krum=True)
@@ -82,6 +91,8 @@ class KrumServer(GradientPSServer):
 
 class MultiKrumServer(KrumServer):
     """Replies with the mean of the ``m`` best Krum-scored steps (``--param m``, default n - f)."""
+
+    params = {"m": ("n - f", "best-scored steps averaged")}
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)

@@ -98,6 +98,7 @@ class GlobalSettings:
 
     _default: GlobalSettings | None = None
     _params: dict[str, Any] = {}
+    _params_read: set[str] = set()
     _lock = threading.Lock()
 
     def __init__(
@@ -174,6 +175,7 @@ class GlobalSettings:
         with cls._lock:
             cls._default = settings
             cls._params = settings.params
+            cls._params_read = set()
 
     @classmethod
     def get_default(cls) -> GlobalSettings:
@@ -184,5 +186,15 @@ class GlobalSettings:
 
     @classmethod
     def get_params(cls, key: str, default: Any = 0) -> Any:
-        """A job-level extra parameter (``--param key=value``), or ``default``."""
+        """A job-level extra parameter (``--param key=value``), or ``default``.
+
+        Every key asked for is recorded (``params_read``), so a given key no codec reads can
+        be named when the job ends.
+        """
+        cls._params_read.add(key)
         return cls._params.get(key, default)
+
+    @classmethod
+    def params_read(cls) -> set[str]:
+        """The keys ``get_params`` was asked for since the current settings were set."""
+        return set(cls._params_read)

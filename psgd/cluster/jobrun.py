@@ -192,7 +192,8 @@ class JobRun:
         if self._abort.is_set():
             raise JobAborted("aborted")
         figures = {"figures": report.figures(), "batches": report.batch_rows,
-                   "epochs": report.epoch_rows}  # fmt: skip
+                   "epochs": report.epoch_rows,
+                   "params_read": sorted(GlobalSettings.params_read())}  # fmt: skip
         self._report(
             protocol.DONE,
             {"weights": model.get_weights()},
@@ -211,7 +212,8 @@ class JobRun:
         if self._abort.is_set():
             raise JobAborted("aborted")
         figures = {"figures": {"node": self.node_id, "bytes_sent": self.channel.bytes_sent},
-                   "batches": [], "epochs": []}  # fmt: skip
+                   "batches": [], "epochs": [],
+                   "params_read": sorted(GlobalSettings.params_read())}  # fmt: skip
         self._report(
             protocol.DONE, None, node=self.node_id, report=figures, log="\n".join(self._log.lines)
         )

@@ -13,8 +13,10 @@ from typing import Any
 
 import click
 
+from psgd.codec_params import unknown_at_start, unread_keys, unread_warnings
 from psgd.errors import ConfigError, JobFailed
 from psgd.job import JobSpec
+from psgd.settings import GlobalSettings
 
 __all__ = ["Target", "print_summary", "run_job"]
 
@@ -45,6 +47,11 @@ class _Printer:
                 )
 
 
+def _warn(lines: list[str], quiet: bool) -> None:
+    for line in lines if not quiet else []:
+        click.echo(f"warning: {line}", err=True)
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     click.echo("")
     click.echo(f"job {summary['job_id']}: {summary['status']}")
@@ -63,7 +70,9 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     click.echo(f"  records: {out}")
 
 
-def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, Any]:
+def _write_run(
+    folder: Any, spec: JobSpec, result: Any, mode: str, extra: dict[str, Any]
+) -> dict[str, Any]:
     """Write summary, records, model, logs and plot of a finished (or failed) job."""
     from psgd.codec import Parameter_Server
     from psgd.results.report import build_summary, write_records
@@ -71,6 +80,7 @@ def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, 
     summary = build_summary(
         spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode
     )
+    summary.update(extra)
     write_records(folder, result.reports)
     for node, text in result.logs.items():
         if text:
@@ -157,6 +167,8 @@ def run_job(
     psgd_logger.setLevel(logging.INFO)
     try:
         job = prepare_job(spec)
+        classes = [*job.codec_classes, *(job.ps_classes or [])]
+        _warn(unknown_at_start(spec.params, classes), quiet)
         folder.write_json("job.json", spec.to_dict())
         steps = job.trainer_config.steps_per_epoch
         job.trainer_config.progress_every = max(1, steps // 4)
@@ -176,12 +188,16 @@ def run_job(
         else:
             result = _run_on_daemons(job, printer, folder, target, states)
         mode = "simulate" if target.simulate else "network"
-        summary = _write_run(folder, spec, result, mode)
+        read = GlobalSettings.params_read() | set(result.params_read)
+        unread = unread_warnings(spec.params, classes, read)
+        unread_names = unread_keys(spec.params, classes, read)
+        summary = _write_run(folder, spec, result, mode, {"params_unread": unread_names})
     finally:
         psgd_logger.removeHandler(log_handler)
         log_handler.close()
     if not quiet:
         print_summary(summary, out)
+    _warn(unread, quiet)
     if summary["status"] != "completed":
         raise JobFailed(summary["error"])
     return summary

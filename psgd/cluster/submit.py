@@ -334,10 +334,12 @@ class Submitter:
     def _result(self, wall_s: float, error: str | None) -> RunResult:
         reports, weights, logs = [], {}, {}
         ps_bytes = None
+        read: set[str] = set()
         for node in self.nodes.values():
             logs[node.node] = node.log
             if node.report is None:
                 continue
+            read.update(k for k in node.report.get("params_read", ()) if isinstance(k, str))
             if node.node == Parameter_Server:
                 ps_bytes = int(node.report["figures"]["bytes_sent"])
                 continue
@@ -345,4 +347,4 @@ class Submitter:
             if node.weights is not None:
                 weights[node.node] = node.weights
         reports.sort(key=lambda r: r.node_id)
-        return RunResult(reports, ps_bytes, wall_s, error, weights, logs)
+        return RunResult(reports, ps_bytes, wall_s, error, weights, logs, sorted(read))

@@ -72,3 +72,6 @@ class RunResult:
     error: str | None = None
     weights: dict[int, list[Any]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
+    #: ``--param`` keys the codecs read on the nodes (reported by daemons; in-process runs
+    #: read ``GlobalSettings.params_read`` directly).
+    params_read: list[str] = field(default_factory=list)

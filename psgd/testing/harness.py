@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from psgd.codec import BlockWeight, Codec, Parameter_Server, collect_packages
+from psgd.codec_params import unread_warnings
 from psgd.errors import CodecError, ConfigError, EncodeError
 from psgd.loader import codec_name, resolve_codec
 from psgd.net import wire
@@ -69,6 +70,7 @@ class CodecCheck:
     reason: str = ""
     server_packages: int = 0
     server_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         """The per node and round report, as printed by the command line."""
@@ -85,6 +87,7 @@ class CodecCheck:
             )
         if self.server_packages:
             lines.append(f"server: {self.server_packages} packages, {self.server_bytes} bytes")
+        lines += [f"warning: {warning}" for warning in self.warnings]
         lines.append(("PASS: " if self.passed else "FAIL: ") + self.reason)
         return "\n".join(lines)
 
@@ -260,6 +263,10 @@ def _run(
     except CheckFailed as exc:
         check.reason = str(exc)
         return check
+    finally:
+        given = {k: v for k, v in settings.params.items() if k != "learn_rate"}  # the script's
+        classes = [worker_class] + ([server_class] if server_class else [])
+        check.warnings = unread_warnings(given, classes, GlobalSettings.params_read())
     checked = any(r.expected == "ok" for r in check.records)
     check.passed = True
     check.reason = (

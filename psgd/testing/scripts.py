@@ -1,4 +1,4 @@
-"""``python -m psgd.testing p2p|ps``: the codec test scripts' command line."""
+"""``python -m psgd.testing p2p|ps|describe``: the codec test scripts' command line."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 import click
 
-from psgd.errors import ConfigError
+from psgd.codec_params import describe_codec
+from psgd.errors import CodecError, CodecNotFound, ConfigError
 from psgd.job import parse_param
+from psgd.loader import codec_name, resolve_codec
 from psgd.testing.harness import CodecCheck, check_p2p, check_ps
 
 __all__ = ["main"]
@@ -109,6 +111,19 @@ def p2p(codec: str, **options: Any) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _finish(check)
+
+
+@main.command()
+@click.argument("codecs", nargs=-1, required=True)
+def describe(codecs: tuple[str, ...]) -> None:
+    """What each of CODECS is and the --param keys it declares (defaults and help)."""
+    for i, name in enumerate(codecs):
+        try:
+            cls = resolve_codec(name)
+            text = describe_codec(cls, codec_name(cls))
+        except (CodecNotFound, CodecError) as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(("\n" if i else "") + text)
 
 
 @main.command()
