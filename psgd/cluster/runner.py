@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,32 +18,6 @@ from psgd.job import JobSpec
 from psgd.settings import GlobalSettings
 
 __all__ = ["Target", "print_summary", "run_job"]
-
-
-class _Printer:
-    """Progress lines for the user, one thread at a time."""
-
-    def __init__(self, epochs: int, quiet: bool) -> None:
-        self.epochs = epochs
-        self.quiet = quiet
-        self.lock = threading.Lock()
-        self.start = time.perf_counter()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.quiet:
-            return
-        elapsed = time.perf_counter() - self.start
-        with self.lock:
-            head = f"[{elapsed:7.1f}s] epoch {event['epoch']}/{self.epochs}  node {event['node']}"
-            if event["type"] == "epoch":
-                click.echo(
-                    f"{head}  test loss {event['test_loss']:.4f}  "
-                    f"test accuracy {event['test_accuracy']:.4f}"
-                )
-            elif event["type"] == "progress":
-                click.echo(
-                    f"{head}  batch {event['batch']}/{event['batches']}  loss {event['loss']:.4f}"
-                )
 
 
 def _warn(lines: list[str], quiet: bool) -> None:
@@ -152,6 +125,7 @@ def run_job(
     With ``resume``, ``out`` is an interrupted run folder: every node continues from its
     last checkpoint there, and the records of the earlier epochs are kept.
     """
+    from psgd.results.progress import open_progress
     from psgd.results.records import RunFolder
     from psgd.train.prepare import prepare_job
 
@@ -165,13 +139,13 @@ def run_job(
     psgd_logger = logging.getLogger("psgd")
     psgd_logger.addHandler(log_handler)
     psgd_logger.setLevel(logging.INFO)
+    printer = None
     try:
         job = prepare_job(spec)
         classes = [*job.codec_classes, *(job.ps_classes or [])]
         _warn(unknown_at_start(spec.params, classes), quiet)
         folder.write_json("job.json", spec.to_dict())
         steps = job.trainer_config.steps_per_epoch
-        job.trainer_config.progress_every = max(1, steps // 4)
         if not quiet:
             resumed = f", resuming after epoch {states[0]['epoch']}" if states else ""
             click.echo(
@@ -180,7 +154,8 @@ def run_job(
                 + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, "
                 + f"{target.describe()}{resumed}"
             )
-        printer = _Printer(spec.epochs, quiet)
+        printer = open_progress(spec.epochs, steps, spec.node_count, quiet)
+        job.trainer_config.progress_every = max(1, steps // printer.updates_per_epoch)
         if target.simulate:
             from psgd.train.simulate import simulate as run_in_process
 
@@ -193,6 +168,8 @@ def run_job(
         unread_names = unread_keys(spec.params, classes, read)
         summary = _write_run(folder, spec, result, mode, {"params_unread": unread_names})
     finally:
+        if printer is not None:
+            printer.close()
         psgd_logger.removeHandler(log_handler)
         log_handler.close()
     if not quiet:

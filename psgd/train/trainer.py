@@ -268,6 +268,7 @@ class Trainer:
                     "batch": step + 1,
                     "batches": self.config.steps_per_epoch,
                     "loss": loss,
+                    "bytes_sent": report.bytes_sent,
                 }
             )
 

@@ -209,7 +209,7 @@ class Custom:
         ({frozenset(): 1}, "content[frozenset()]: cannot send <class 'frozenset'>"),
         ([[1 << 64]], "content[0][0]: integer 18446744073709551616 does not fit in 64 bits"),
         (msgpack.ExtType(2, b""), "content: cannot send <class 'msgpack.ext.ExtType'>"),
-        (np.ma.masked_array([1.0]), "content: cannot send <class 'numpy.ma.MaskedArray'>"),
+        (np.ma.masked_array([1.0]), "content: cannot send <class 'numpy.ma."),  # .core. < 2.0
         ({1, 2}, "content: cannot send <class 'set'>"),
     ],
 )
