@@ -1,10 +1,12 @@
 """Write docs/results.md: every built-in codec on MNIST, same MLP, same seed, 4 nodes.
 
-For each run: final test accuracy (mean over workers), epochs, bytes sent per worker (counted
-by the framework from the real wire encoding), and wall time; the federated family on IID and
-Dirichlet(0.5) data; and the attack/defence matrix. Runs in-process (``--simulate``).
+Each run is a real run folder (``--runs DIR`` keeps them), and each family's table and figure
+are ``psgd compare``'s (``psgd.results.compare``): final test accuracy (mean over workers),
+epochs, MB sent per worker and from the server (counted by the framework from the real wire
+encoding), wall time; the federated family on IID and Dirichlet(0.5) data; and the
+attack/defence matrix. Runs in-process (``--simulate``).
 
-    python bench/results.py [--epochs 2] [--only SUBSTRING] [--out docs/results.md]
+    python bench/results.py [--epochs 2] [--only SUBSTRING] [--out docs/results.md] [--runs DIR]
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import time  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from psgd.cluster.runner import Target, run_job  # noqa: E402
+from psgd.errors import PsgdError  # noqa: E402
 from psgd.job import JobSpec  # noqa: E402
-from psgd.train.prepare import prepare_job  # noqa: E402
-from psgd.train.simulate import simulate  # noqa: E402
+from psgd.results.compare import compare_rows, markdown_table  # noqa: E402
+from psgd.results.plot import plot_comparison  # noqa: E402
+from psgd.results.runs import RunRecords, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,34 +110,20 @@ ATTACKS = [("no attack", []), ("label flipping", ["4:label_flip"]),
            ("sign flipping x4", ["4:sign_flip:4"])]  # fmt: skip
 
 
-def run(options: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
-    spec = JobSpec(**{**common, **options})
-    started = time.perf_counter()
-    result = simulate(prepare_job(spec))
-    wall = time.perf_counter() - started
-    if result.error:
-        return {"error": result.error.splitlines()[0][:120], "wall": wall}
-    reports = result.reports
-    return {
-        "accuracy": sum(r.accuracy for r in reports) / len(reports),
-        "bytes": sum(r.bytes_sent for r in reports) / len(reports),
-        "ps_bytes": result.ps_bytes_sent,
-        "wall": wall,
-    }
+def slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
-def fmt_bytes(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1e6:,.1f} MB"
-
-
-def table_row(label: str, outcome: dict[str, Any], epochs: int) -> str:
-    if "error" in outcome:
-        error, wall = outcome["error"], outcome["wall"]
-        return f"| {label} | failed: {error} | {epochs} | - | - | {wall:.0f} s |"
-    return (
-        f"| {label} | {outcome['accuracy']:.4f} | {epochs} | {fmt_bytes(outcome['bytes'])} | "
-        f"{fmt_bytes(outcome['ps_bytes'])} | {outcome['wall']:.0f} s |"
-    )
+def run(label: str, options: dict[str, Any], common: dict[str, Any], runs: Path) -> RunRecords:
+    """Run one job in-process into ``runs/<label>`` and read its folder back."""
+    folder = runs / slug(label)
+    if folder.exists():
+        shutil.rmtree(folder)
+    try:
+        run_job(JobSpec(**{**common, **options}), folder, quiet=True, target=Target(simulate=True))
+    except PsgdError as exc:  # a failed run still leaves its summary
+        print(f"{label}: failed: {exc}", flush=True)
+    return load_run(folder)
 
 
 def main() -> None:
@@ -143,35 +136,43 @@ def main() -> None:
         default=None,
         help="default docs/results.md; with --only, print without writing",
     )
+    parser.add_argument("--runs", type=Path, default=None, help="keep the run folders here")
+    parser.add_argument("--train-samples", type=int, default=None, help="quick runs: fewer")
+    parser.add_argument("--test-samples", type=int, default=None)
     args = parser.parse_args()
     if args.out is None and not args.only:
         args.out = ROOT / "docs" / "results.md"
-    common = {"node_count": 4, "epochs": args.epochs, "seed": 0}
+    runs_dir = args.runs or Path(tempfile.mkdtemp(prefix="psgd-results-"))
+    common = {"node_count": 4, "epochs": args.epochs, "seed": 0,
+              "train_samples": args.train_samples, "test_samples": args.test_samples}  # fmt: skip
     lines = [
         "# Results: built-in codecs on MNIST",
         "",
         f"Produced by `python bench/results.py --epochs {args.epochs}`: MLP 784-128-128-10, "
         "Adam lr 0.001 unless stated, batch 64 per node, seed 0, 4 worker nodes, in-process "
-        "(`--simulate`; the same codecs run unchanged on daemons). Accuracy is the final test "
-        "accuracy averaged over workers; bytes are per worker (and for the server), counted by "
-        "the framework from the real wire encoding. Wall time includes evaluation and was "
-        "measured on a 2-core machine. FedAvg with 20 clients to 97% (the issue's federated "
-        "bar, with McMahan et al.'s figures beside ours): [federated.md](federated.md), made by "
+        "(`--simulate`; the same codecs run unchanged on daemons). Tables and figures are "
+        "`psgd compare`'s: accuracy is the final test accuracy averaged over workers; MB "
+        "(10^6 bytes) are per worker (and from the server), counted by the framework from the "
+        "real wire encoding; wall time includes evaluation and was measured on a 2-core "
+        "machine. FedAvg with 20 clients to 97% (the issue's federated bar, with McMahan et "
+        "al.'s figures beside ours): [federated.md](federated.md), made by "
         "`python bench/bench_federated.py`.",
         "",
     ]
-    family = None
+    families: dict[str, list[tuple[str, RunRecords]]] = {}
     for row in RUNS:
         if args.only and args.only not in row.label:
             continue
-        if row.family != family:
-            family = row.family
-            lines += ["", f"## {family}", "",
-                      "| codec | accuracy | epochs | bytes per worker | bytes from server | wall |",
-                      "|---|---|---|---|---|---|"]  # fmt: skip
-        outcome = run(row.options, common)
-        lines.append(table_row(row.label, outcome, args.epochs))
-        print(lines[-1], flush=True)
+        outcome = run(row.label, row.options, common, runs_dir)
+        families.setdefault(row.family, []).append((row.label, outcome))
+        print(f"{row.label}: {outcome.accuracy:.4f}", flush=True)
+    for family, done in families.items():
+        labels, runs = [label for label, _ in done], [outcome for _, outcome in done]
+        lines += ["", f"## {family}", "", markdown_table(compare_rows(runs, labels)), ""]
+        if args.out is not None:
+            figure = args.out.parent / f"results-{slug(family)}.png"
+            plot_comparison(figure, runs, labels)
+            lines += [f"![{family}: accuracy per epoch, per MB sent, per second]({figure.name})"]
     if not args.only or "attack" in args.only:
         lines += ["", "## Attack / defence matrix", "",
                   "5 workers, node 4 attacks, parameter server with the given aggregation.", "",
@@ -179,16 +180,19 @@ def main() -> None:
                   "|---|" + "---|" * len(ATTACKS)]  # fmt: skip
         for label, server in DEFENCES:
             cells = []
-            for _, attack in ATTACKS:
+            for attack_label, attack in ATTACKS:
                 options = ps("ps.GradientPSClient", server, node_count=5, attacks=attack)
-                outcome = run(options, common)
-                cells.append(outcome.get("accuracy") and f"{outcome['accuracy']:.4f}" or "failed")
+                outcome = run(f"{label} {attack_label}", options, common, runs_dir)
+                cells.append(f"{outcome.accuracy:.4f}" if outcome.completed else "failed")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
-        print(f"wrote {args.out}")
+        args.out.write_text(text)
+        print(f"wrote {args.out}; run folders in {runs_dir}")
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

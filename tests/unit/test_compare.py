@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,19 @@ def test_psgd_compare_names_a_wrong_label_count_and_a_missing_folder(runs, tmp_p
     assert wrong.exit_code == 2 and "--label given 2 times for 1 runs" in wrong.output
     missing = CliRunner().invoke(main, ["compare", str(tmp_path / "gone")])
     assert missing.exit_code == 2 and "gone: no such run folder" in missing.output
+
+
+def test_bench_results_builds_its_tables_and_figures_with_compare(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "bench" / "results.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--only", "(P2P", "--epochs", "1", "--train-samples",
+         "800", "--test-samples", "100", "--out", str(tmp_path / "results.md"),
+         "--runs", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (tmp_path / "results.md").read_text()
+    assert "| run | codec | accuracy | epochs | MB per worker | wall s |" in text
+    assert "| plain.Plain (P2P averaging) | `plain.Plain` |" in text
+    assert (tmp_path / "results-baseline.png").is_file()
+    assert (tmp_path / "runs" / "plain-plain-p2p-averaging" / "summary.json").is_file()
