@@ -150,7 +150,7 @@ class ClientRunner:
         order, order_epoch = indices, -1
         while all(codec.is_done() for codec in state.codecs):
             for variable, codec in zip(self.variables, state.codecs, strict=True):
-                np.copyto(variable.value, codec.get_result(), casting="same_kind")
+                variable.value = _as_value(codec.get_result(), variable.value)
             if state.steps >= limit:
                 raise CodecError(
                     f"node {state.node_id}: trained {MAX_LOCAL_EPOCHS_PER_RUN} local epochs "
@@ -173,14 +173,32 @@ class ClientRunner:
             if self.record_batches:
                 outcome.batch_losses.append(round(loss, 6))
             with codecs.batched():
-                for layer, (variable, opt) in enumerate(
-                    zip(self.variables, optimizers, strict=True)
-                ):
-                    stepped = opt.delta(variable.grad)  # a new array: the codec may keep it
+                for layer, variable in enumerate(self.variables):
+                    stepped = optimizers[layer].delta(variable.grad)  # new: codecs may keep it
                     np.subtract(variable.value, stepped, out=stepped)
-                    # round jobs give each client one block, with the client's id
-                    codecs.call(layer, "update_blocks", BlockWeight(stepped, state.node_id))
+                    codec = state.codecs[layer]
+                    try:  # round jobs give each client one block, numbered by the client
+                        returned = codec.update_blocks(BlockWeight(stepped, state.node_id))
+                    except Exception as exc:
+                        raise codecs.failure(layer, "update_blocks", exc) from exc
+                    if returned is not None:
+                        codecs.send_returned(layer, "update_blocks", returned)
         state.personal = _personal_state(self.model)
+
+
+def _as_value(result: Any, current: np.ndarray) -> np.ndarray:
+    """The array to train from: the result itself when it fits (no copy), else a copy.
+
+    The runner never writes into ``variable.value`` (each step's weights are a new array), so
+    taking the codec's array as it is is safe even when the codec keeps it or it is read-only.
+    """
+    if (
+        type(result) is np.ndarray
+        and result.dtype == current.dtype
+        and result.shape == current.shape
+    ):
+        return result
+    return np.array(result, dtype=current.dtype, copy=True).reshape(current.shape)
 
 
 def _personal_state(model: Learner) -> list[np.ndarray] | None:

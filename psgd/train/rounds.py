@@ -159,7 +159,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             "target_accuracy": spec.target_accuracy,
             "target_round": final["target_round"],
             "executors": count,
-            "clients_trained": len(scheduler.parked) if scheduler is not None else 0,
+            "clients_trained": len(scheduler.last_round) if scheduler is not None else 0,
             "train_s": final["train_s"],
         },
     )

@@ -123,7 +123,7 @@ class Scheduler:
         self.held: dict[int, list[Package]] = {}  # packages for running clients
         self.runnable: deque[int] = deque()
         self.in_flight: deque[tuple[int, list[int], list[bytes], int]] = deque()
-        self.last_round: dict[int, int] = {}
+        self.last_round: dict[int, int] = {}  # the round each client last trained for
         self.rounds_done = 0
         self.stopped = False
         self._busy = [0] * executors.count
