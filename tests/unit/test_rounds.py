@@ -54,9 +54,7 @@ def test_process_executors_give_the_same_model_as_training_inline():
     for a, b in zip(inline.weights[Parameter_Server], forked.weights[Parameter_Server],
                     strict=True):  # fmt: skip
         np.testing.assert_array_equal(a, b)
-    assert [r["accuracy"] for r in inline.round_rows] == [
-        r["accuracy"] for r in forked.round_rows
-    ]
+    assert [r["accuracy"] for r in inline.round_rows] == [r["accuracy"] for r in forked.round_rows]
 
 
 def test_fedavg_learns_mnist_in_rounds_and_stops_at_the_target(tmp_path):
@@ -138,7 +136,7 @@ def test_a_deadlock_fails_at_once_naming_who_waits(tmp_path, monkeypatch):
     assert summary["status"] == "failed"
 
 
-FAILING_CLIENT = '''
+FAILING_CLIENT = """
     import threading
 
     from federated import FedAvgClient
@@ -153,7 +151,7 @@ FAILING_CLIENT = '''
         def __init__(self, node_id):
             super().__init__(node_id)
             self.lock = threading.Lock()
-'''
+"""
 
 
 @pytest.mark.parametrize(
