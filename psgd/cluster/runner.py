@@ -25,7 +25,14 @@ def _warn(lines: list[str], quiet: bool) -> None:
         click.echo(f"warning: {line}", err=True)
 
 
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB"
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
+    if "rounds" in summary:
+        _print_round_summary(summary, out)
+        return
     click.echo("")
     click.echo(f"job {summary['job_id']}: {summary['status']}")
     for node in summary["nodes"]:
@@ -43,12 +50,44 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     click.echo(f"  records: {out}")
 
 
+def _print_round_summary(summary: dict[str, Any], out: Path) -> None:
+    click.echo("")
+    click.echo(f"job {summary['job_id']}: {summary['status']}")
+    what = "mean client accuracy" if summary["eval"] == "clients" else "test accuracy"
+    if summary["evaluated_round"] is not None:
+        click.echo(
+            f"  round {summary['evaluated_round']}: {what} {summary['accuracy']:.4f}  "
+            f"loss {summary['loss']:.4f}"
+        )
+    if "client_accuracy_p10" in summary:
+        click.echo(
+            f"  clients: 10th percentile {summary['client_accuracy_p10']:.4f}  "
+            f"worst {summary['client_accuracy_worst']:.4f}"
+        )
+    if summary.get("target_accuracy") is not None:
+        reached = summary.get("target_round")
+        click.echo(
+            f"  target {summary['target_accuracy']}: "
+            + (f"reached in round {reached}" if reached else "not reached")
+        )
+    pace = f" ({summary['s_per_round']}s a round)" if summary["rounds"] else ""
+    click.echo(
+        f"  {summary['rounds']} rounds in {summary['wall_s']:.1f}s{pace}, "
+        f"{summary['clients_trained']} clients trained, "
+        f"up {_mb(summary['bytes_up'])} down {_mb(summary['bytes_down'])}"
+    )
+    click.echo(f"  records: {out}")
+
+
 def _write_run(
     folder: Any, spec: JobSpec, result: Any, mode: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """Write summary, records, model, logs and plot of a finished (or failed) job."""
     from psgd.codec import Parameter_Server
     from psgd.results.report import build_summary, write_records
+
+    if result.round_rows or result.figures:
+        return _write_round_run(folder, spec, result, mode, extra)
 
     summary = build_summary(
         spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode
@@ -61,6 +100,21 @@ def _write_run(
             folder.write_text(name, text + "\n")
     if result.weights and not result.error:
         _save_models(folder, spec, result.weights[min(result.weights)])
+    _plot(folder, result, summary)
+    folder.write_json("summary.json", summary)
+    return summary
+
+
+def _write_round_run(
+    folder: Any, spec: JobSpec, result: Any, mode: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    from psgd.results.report import build_round_summary, write_round_records
+
+    summary = build_round_summary(spec, result, mode)
+    summary.update(extra)
+    write_round_records(folder, result)
+    if result.weights and not result.error:
+        _save_models(folder, spec, next(iter(result.weights.values())))
     _plot(folder, result, summary)
     folder.write_json("summary.json", summary)
     return summary
@@ -86,8 +140,9 @@ def _plot(folder: Any, result: Any, summary: dict[str, Any]) -> None:
     from psgd.results.runs import NodeRecords, RunRecords
 
     nodes = [NodeRecords(r.node_id, r.batch_rows, r.epoch_rows) for r in result.reports]
+    run = RunRecords(folder.path, summary, nodes, list(result.round_rows))
     try:
-        plot_run(folder.file("plot.png"), RunRecords(folder.path, summary, nodes))
+        plot_run(folder.file("plot.png"), run)
     except Exception:  # plotting is a convenience; never lose a run over it
         logging.getLogger(__name__).exception("could not draw plot.png")
 
@@ -125,7 +180,6 @@ def run_job(
     With ``resume``, ``out`` is an interrupted run folder: every node continues from its
     last checkpoint there, and the records of the earlier epochs are kept.
     """
-    from psgd.results.progress import open_progress
     from psgd.results.records import RunFolder
     from psgd.train.prepare import prepare_job
 
@@ -139,37 +193,22 @@ def run_job(
     psgd_logger = logging.getLogger("psgd")
     psgd_logger.addHandler(log_handler)
     psgd_logger.setLevel(logging.INFO)
-    printer = None
     try:
         job = prepare_job(spec)
         classes = [*job.codec_classes, *(job.ps_classes or [])]
         _warn(unknown_at_start(spec.params, classes), quiet)
         folder.write_json("job.json", spec.to_dict())
-        steps = job.trainer_config.steps_per_epoch
-        if not quiet:
-            resumed = f", resuming after epoch {states[0]['epoch']}" if states else ""
-            click.echo(
-                f"job {spec.job_id}: {spec.node_count} nodes, codec {spec.codec}"
-                + (f", ps codec {spec.ps_codec}" if spec.ps_codec else "")
-                + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, "
-                + f"{target.describe()}{resumed}"
-            )
-        printer = open_progress(spec.epochs, steps, spec.node_count, quiet)
-        job.trainer_config.progress_every = max(1, steps // printer.updates_per_epoch)
-        if target.simulate:
-            from psgd.train.simulate import simulate as run_in_process
+        from psgd.train.rounds import is_round_job
 
-            result = run_in_process(job, printer, folder.path, states)
+        if is_round_job(job):
+            result, mode = _run_rounds(job, target, quiet, states is not None), "simulate"
         else:
-            result = _run_on_daemons(job, printer, folder, target, states)
-        mode = "simulate" if target.simulate else "network"
+            result, mode = _run_epochs(job, folder, target, quiet, states)
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
         unread_names = unread_keys(spec.params, classes, read)
         summary = _write_run(folder, spec, result, mode, {"params_unread": unread_names})
     finally:
-        if printer is not None:
-            printer.close()
         psgd_logger.removeHandler(log_handler)
         log_handler.close()
     if not quiet:
@@ -178,6 +217,62 @@ def run_job(
     if summary["status"] != "completed":
         raise JobFailed(summary["error"])
     return summary
+
+
+def _run_epochs(
+    job: Any, folder: Any, target: Target, quiet: bool, states: dict[int, Any] | None
+) -> tuple[Any, str]:
+    """An epoch-based job, in-process or on daemons, with its progress display."""
+    from psgd.results.progress import open_progress
+
+    spec = job.spec
+    steps = job.trainer_config.steps_per_epoch
+    if not quiet:
+        resumed = f", resuming after epoch {states[0]['epoch']}" if states else ""
+        click.echo(
+            f"job {spec.job_id}: {spec.node_count} nodes, codec {spec.codec}"
+            + (f", ps codec {spec.ps_codec}" if spec.ps_codec else "")
+            + f", {spec.sync}, {spec.epochs} epochs x {steps} batches, "
+            + f"{target.describe()}{resumed}"
+        )
+    printer = open_progress(spec.epochs, steps, spec.node_count, quiet)
+    job.trainer_config.progress_every = max(1, steps // printer.updates_per_epoch)
+    try:
+        if target.simulate:
+            from psgd.train.simulate import simulate as run_in_process
+
+            return run_in_process(job, printer, folder.path, states), "simulate"
+        return _run_on_daemons(job, printer, folder, target, states), "network"
+    finally:
+        printer.close()
+
+
+def _run_rounds(job: Any, target: Target, quiet: bool, resume: bool) -> Any:
+    """A round-based federated job, in this process (on daemons: not yet)."""
+    from psgd.results.progress import open_progress
+    from psgd.train.executors import default_executor_count
+    from psgd.train.rounds import DEFAULT_ROUNDS, run_rounds
+
+    spec = job.spec
+    if not target.simulate:
+        raise ConfigError(
+            f"{spec.codec_names()[0]} is a round-based client: round-based federated jobs run "
+            "in-process for now; use --simulate (executors use every core)"
+        )
+    if resume:
+        raise ConfigError("--resume: round-based jobs have no checkpoints yet")
+    if not quiet:
+        executors = default_executor_count() if spec.executors is None else spec.executors
+        click.echo(
+            f"job {spec.job_id}: {spec.node_count} clients, codec {spec.codec}, "
+            f"ps codec {spec.ps_codec}, {spec.rounds or DEFAULT_ROUNDS} rounds, "
+            f"{executors or 'no'} executor processes, in-process"
+        )
+    printer = open_progress(1, 1, spec.node_count, quiet, rounds=spec.rounds or DEFAULT_ROUNDS)
+    try:
+        return run_rounds(job, printer)
+    finally:
+        printer.close()
 
 
 def _resumable(out: Path, node_count: int) -> dict[int, dict[str, Any]]:

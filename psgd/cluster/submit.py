@@ -347,4 +347,4 @@ class Submitter:
             if node.weights is not None:
                 weights[node.node] = node.weights
         reports.sort(key=lambda r: r.node_id)
-        return RunResult(reports, ps_bytes, wall_s, error, weights, logs, sorted(read))
+        return RunResult(reports, ps_bytes, wall_s, error, weights, logs, params_read=sorted(read))

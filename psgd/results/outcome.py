@@ -72,6 +72,11 @@ class RunResult:
     error: str | None = None
     weights: dict[int, list[Any]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
+    #: Round-based jobs: one row per round (``rounds.csv``), per-batch client rows when
+    #: asked (``clients.csv``), and job-level figures for ``summary.json``.
+    round_rows: list[dict[str, Any]] = field(default_factory=list)
+    batch_rows: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
     #: ``--param`` keys the codecs read on the nodes (reported by daemons; in-process runs
     #: read ``GlobalSettings.params_read`` directly).
     params_read: list[str] = field(default_factory=list)

@@ -88,6 +88,12 @@ def _node_style(index: int, count: int) -> dict[str, Any]:
 
 
 def _loss_panel(ax: Axes, run: RunRecords) -> None:
+    if run.rounds:
+        rounds = [row.get("round", math.nan) for row in run.rounds]
+        losses = [row.get("train_loss", math.nan) for row in run.rounds]
+        drew = _line(ax, rounds, losses, color="C0", label="clients' training loss")
+        _finish(ax, "", "round", "training loss", drew, legend=False, whole_x=True)
+        return
     drew = False
     steps_per_epoch = 0
     for i, node in enumerate(run.nodes):
@@ -119,7 +125,12 @@ def _accuracy_panels(axes: Sequence[Axes], run: RunRecords) -> None:
         1: lambda p: p.bytes_per_worker / _MB,
         2: lambda p: p.time_s,
     }
-    xlabels = [unit, "MB sent per worker", "training time (s)" if unit == "epoch" else "wall (s)"]
+    sender = "worker" if unit == "epoch" else "client"
+    xlabels = [
+        unit,
+        f"MB sent per {sender}",
+        "training time (s)" if unit == "epoch" else "wall (s)",
+    ]
     titles = [f"test accuracy per {unit}", "accuracy against bytes sent", "accuracy against time"]
     curves: list[tuple[dict[str, Any], list[Point]]] = []
     if run.rounds:

@@ -6,8 +6,9 @@ The runner hands every event the nodes emit to ``open_progress(...)``'s display:
   every few batches of a node;
 - ``{"type": "epoch", "node", "epoch", "test_loss", "test_accuracy", "train_s",
   "bytes_sent"}`` after each evaluation of a node;
-- ``{"type": "round", "round", "accuracy", "loss", "clients", "bytes", "wall_s"}`` after each
-  round of a round-based (federated) job.
+- ``{"type": "round", "round", "rounds", "clients", "train_loss", "bytes_up", "bytes_down",
+  "wall_s"[, "accuracy", "loss", "client_accuracy_p10", "client_accuracy_worst"]}`` after each
+  round of a round-based (federated) job (test figures on the rounds that were evaluated).
 
 On a terminal (rich): one bar per job (epochs or rounds, batches, current loss and accuracy,
 bytes sent, elapsed and remaining time), and one line per finished epoch (every node
@@ -133,14 +134,28 @@ class JobProgress:
     def _on_round(self, event: dict[str, Any]) -> str | None:
         counts = self.counts
         counts.rounds = int(event["round"])
-        counts.accuracy = float(event.get("accuracy", math.nan))
-        of = f"/{self.rounds}" if self.rounds else ""
-        clients = f"  {event['clients']} clients" if "clients" in event else ""
-        sent = f"  {float(event['bytes']) / _MB:,.1f} MB sent" if "bytes" in event else ""
-        return (
-            f"round {counts.rounds}{of}  accuracy {counts.accuracy:.4f}  "
-            f"loss {float(event.get('loss', math.nan)):.4f}{clients}{sent}"
-        )
+        self.rounds = int(event.get("rounds") or self.rounds or 0) or None
+        if "train_loss" in event:
+            counts.loss = {None: float(event["train_loss"])}
+        line = f"round {counts.rounds}" + (f"/{self.rounds}" if self.rounds else "")
+        if "clients" in event:
+            line += f"  {event['clients']} clients"
+        if "train_loss" in event:
+            line += f"  train loss {float(event['train_loss']):.4f}"
+        if "accuracy" in event:
+            counts.accuracy = float(event["accuracy"])
+            line += f"  test loss {float(event.get('loss', math.nan)):.4f}"
+            line += f"  accuracy {counts.accuracy:.4f}"
+        if "client_accuracy_p10" in event:
+            line += (
+                f" (clients: p10 {float(event['client_accuracy_p10']):.4f}, "
+                f"worst {float(event.get('client_accuracy_worst', math.nan)):.4f})"
+            )
+        if "bytes_up" in event:
+            counts.sent = {None: float(event["bytes_up"]) + counts.sent.get(None, 0.0)}
+            up, down = float(event["bytes_up"]), float(event.get("bytes_down", 0))
+            line += f"  up {up / _MB:.1f} MB down {down / _MB:.1f} MB"
+        return line
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -196,6 +211,7 @@ class LiveProgress(JobProgress):
         if self.rounds:
             completed = counts.rounds
             where = f"round {counts.rounds}/{self.rounds}"
+            self.bar.update(self.task, total=self.rounds)
         else:
             completed = sum(counts.done.values())
             slowest = min(counts.done.values()) if len(counts.done) >= self.nodes else 0
@@ -206,7 +222,7 @@ class LiveProgress(JobProgress):
             figures += f"  acc {counts.accuracy:.4f}"
         sent = self.sent_per_worker()
         if sent is not None:
-            figures += f"  {sent / _MB:,.1f} MB/worker"
+            figures += f"  {sent / _MB:,.1f} " + ("MB up" if self.rounds else "MB/worker")
         self.bar.update(self.task, completed=completed, description=where, figures=figures)
 
     def close(self) -> None:

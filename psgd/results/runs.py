@@ -2,8 +2,9 @@
 
 A run folder (see ``records.RunFolder``) holds ``summary.json``, ``train-node<i>.csv`` (one row
 per batch) and ``eval-node<i>.csv`` (one row per evaluation, i.e. per epoch); a round-based run
-may add ``rounds.csv`` (one row per round: ``round``, ``accuracy``, ``loss``, ``clients``,
-``bytes``, ``wall_s``). ``load_run`` reads them; ``RunRecords.progress`` gives the test figures
+writes ``rounds.csv`` instead (one row per round: ``round``, ``clients``, ``train_loss``,
+``bytes_up``, ``bytes_down``, ``wall_s``, and ``accuracy``/``loss`` on the rounds that were
+evaluated). ``load_run`` reads them; ``RunRecords.progress`` gives the test figures
 against epochs or rounds, with the bytes each worker had sent and the time spent by then.
 """
 
@@ -30,7 +31,8 @@ class Point:
     """The run's test figures after one epoch or round.
 
     ``step`` is the epoch (or round) number; ``accuracy``/``loss`` the mean over the workers
-    evaluated then; ``bytes_per_worker`` what a worker had sent by then (mean over workers);
+    evaluated then (a round's: the global model's); ``bytes_per_worker`` what a worker (a
+    client, in a round job) had sent by then, on average;
     ``time_s`` the time spent by then (the slowest worker's training time, or the round's
     wall time).
     """
@@ -89,8 +91,13 @@ class RunRecords:
     def wall_s(self) -> float:
         return float(self.summary.get("wall_s", math.nan))
 
+    def clients(self) -> int:
+        return max(1, int((self.summary.get("spec") or {}).get("node_count") or 1))
+
     def bytes_per_worker(self) -> float:
         """Bytes each worker sent in the whole run (mean over workers; the PS left out)."""
+        if self.rounds:
+            return sum(_zero_nan(r.get("bytes_up", 0.0)) for r in self.rounds) / self.clients()
         sent = [v for k, v in (self.summary.get("bytes_sent") or {}).items() if k != "ps"]
         return sum(sent) / len(sent) if sent else math.nan
 
@@ -102,11 +109,16 @@ class RunRecords:
     def progress(self) -> list[Point]:
         """Test figures after each epoch (mean over workers) or each round."""
         if self.rounds:
-            return [
-                Point(int(r["round"]), r["accuracy"], r.get("loss", math.nan),
-                      r.get("bytes", math.nan), r.get("wall_s", math.nan))
-                for r in self.rounds
-            ]  # fmt: skip
+            points, up = [], 0.0
+            for r in self.rounds:
+                up += _zero_nan(r.get("bytes_up", 0.0))
+                if math.isnan(r.get("accuracy", math.nan)):
+                    continue  # not evaluated
+                loss, wall = r.get("loss", math.nan), r.get("wall_s", math.nan)
+                points.append(
+                    Point(int(r["round"]), r["accuracy"], loss, up / self.clients(), wall)
+                )
+            return points
         by_step: dict[int, list[dict[str, float]]] = {}
         for node in self.nodes:
             for row in node.evals:
@@ -130,6 +142,10 @@ class RunRecords:
 def _mean(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def _zero_nan(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
 
 
 def _number(text: str) -> float:

@@ -43,6 +43,21 @@ def test_a_run_reads_back_as_the_mean_of_its_nodes_per_epoch(runs):
     assert run.codec == "plain.Plain" and run.server_bytes() is None
 
 
+def test_a_round_based_run_reads_back_per_evaluated_round(tmp_path):
+    folder = make_run(
+        tmp_path / "fed", codec="federated.FedAvgClient", ps_codec="federated.FedAvgServer",
+        node_count=4, rounds=4, eval_every=2, executors=0, params={"fraction": 0.5},
+    )  # fmt: skip
+    run = load_run(folder)
+    assert run.unit == "round" and [p.step for p in run.progress()] == [2, 4]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert run.progress()[-1].accuracy == pytest.approx(summary["accuracy"])
+    assert run.bytes_per_worker() == pytest.approx(summary["bytes_up"] / 4)
+    row = compare_rows([run], target=0.01)[0]
+    assert (row.unit, row.steps, row.steps_to_target) == ("round", 4, 2)
+    assert "| rounds | rounds to 0.01 |" in markdown_table([row], target=0.01)
+
+
 def test_rows_give_epochs_to_target_bytes_and_wall_time(runs):
     plain, dummy = load_run(runs / "plain"), load_run(runs / "dummy")
     target = plain.progress()[1].accuracy  # reached at epoch 2 at the latest

@@ -55,10 +55,39 @@ def test_plain_lines_wait_for_the_slowest_node_and_sum_up_each_epoch(capsys):
 
 def test_rounds_get_one_line_each_and_unknown_events_none(capsys):
     show = open_progress(epochs=1, batches=8, nodes=10, rounds=5, live=False)
-    show({"type": "round", "round": 3, "accuracy": 0.91, "loss": 0.3, "clients": 4,
-          "bytes": 12_500_000, "wall_s": 2.0})  # fmt: skip
+    show(
+        {
+            "type": "round",
+            "round": 2,
+            "rounds": 5,
+            "clients": 4,
+            "samples": 400,
+            "train_loss": 0.5,
+            "bytes_up": 2_000_000,
+            "bytes_down": 3_000_000,
+            "wall_s": 1.0,
+        }
+    )
+    show({"type": "round", "round": 3, "rounds": 5, "clients": 4, "samples": 400,
+          "train_loss": 0.4, "bytes_up": 2_000_000, "bytes_down": 3_000_000, "wall_s": 2.0,
+          "accuracy": 0.91, "loss": 0.3, "client_accuracy_p10": 0.8,
+          "client_accuracy_worst": 0.7})  # fmt: skip
     show({"type": "something new", "node": 0})
-    assert printed(capsys) == ["round 3/5  accuracy 0.9100  loss 0.3000  4 clients  12.5 MB sent"]
+    assert printed(capsys) == [
+        "round 2/5  4 clients  train loss 0.5000  up 2.0 MB down 3.0 MB",
+        "round 3/5  4 clients  train loss 0.4000  test loss 0.3000  accuracy 0.9100 "
+        "(clients: p10 0.8000, worst 0.7000)  up 2.0 MB down 3.0 MB",
+    ]
+
+
+def test_a_live_bar_counts_rounds():
+    console = Console(file=io.StringIO(), force_terminal=True, width=140)
+    show = LiveProgress(epochs=1, batches=1, nodes=3, rounds=4, console=console)
+    show({"type": "round", "round": 1, "rounds": 4, "clients": 3, "train_loss": 0.5,
+          "bytes_up": 1_000_000, "bytes_down": 1_000_000, "wall_s": 1.0})  # fmt: skip
+    task = show.bar.tasks[0]
+    assert (task.completed, task.total) == (1, 4) and "round 1/4" in task.description
+    show.close()
 
 
 def test_quiet_shows_nothing(capsys):
