@@ -23,9 +23,16 @@ from typing import Any, Protocol
 
 from psgd.errors import CodecError, PsgdError
 from psgd.train.node import ClientRunner, ClientState, RunOutcome
-from psgd.train.shm import put_frames, read_frames, remove_all
+from psgd.train.shm import put_messages, read_frames, remove_all
 
-__all__ = ["Executors", "InlineExecutors", "ProcessExecutors", "default_executor_count"]
+__all__ = [
+    "Executors",
+    "InlineExecutors",
+    "ProcessExecutors",
+    "Task",
+    "default_executor_count",
+    "make_executors",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -41,21 +48,23 @@ def default_executor_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class Executors(Protocol):
-    """Runs clients: ``submit`` a client to executor ``index``, ``wait`` for outcomes.
+#: One client to run: its state, the round it trains for, and the packages sent to it since
+#: its last run (encoded frames, or ``SharedFrames`` for process executors).
+Task = tuple[ClientState, int, list[Any]]
 
-    ``messages`` are the packages sent to the client since its last run: encoded frames, or
-    ``SharedFrames`` when ``shared`` (process executors read them from shared memory).
+
+class Executors(Protocol):
+    """Runs clients: ``submit`` a batch of tasks to executor ``index``, ``wait`` for them.
+
+    ``shared`` executors read messages from shared memory (``psgd.train.shm``).
     """
 
     count: int
     shared: bool
 
-    def submit(
-        self, index: int, state: ClientState, round_no: int, messages: list[Any]
-    ) -> None: ...
+    def submit(self, index: int, tasks: list[Task]) -> None: ...
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, RunOutcome]]: ...
+    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]: ...
 
     def close(self) -> None: ...
 
@@ -68,12 +77,12 @@ class InlineExecutors:
 
     def __init__(self, make_runner: Callable[[], ClientRunner]) -> None:
         self.runner = make_runner()
-        self._done: list[tuple[int, RunOutcome]] = []
+        self._done: list[tuple[int, list[RunOutcome]]] = []
 
-    def submit(self, index: int, state: ClientState, round_no: int, messages: list[Any]) -> None:
-        self._done.append((index, self.runner.run(state, round_no, messages)))
+    def submit(self, index: int, tasks: list[Task]) -> None:
+        self._done.append((index, [self.runner.run(*task) for task in tasks]))
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, RunOutcome]]:
+    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]:
         done, self._done = self._done, []
         return done
 
@@ -83,7 +92,7 @@ class InlineExecutors:
 
 def _serve(
     tasks: Connection,
-    outcomes: Connection,
+    outcomes_pipe: Connection,
     make_runner: Callable[[], ClientRunner],
     prefix: str,
 ) -> None:
@@ -110,21 +119,35 @@ def _serve(
         task = queued.get()
         if task is None:
             return
-        state, round_no, messages = task
-        outcome = runner.run(state, round_no, [read_frames(ref) for ref in messages])
-        outcome.messages = [
-            (targets, put_frames(frames, prefix)) for targets, frames in outcome.messages
-        ]
+        outcomes, read = [], {}  # a broadcast is read once per task, not once per client
+        for state, round_no, messages in task:
+            for ref in messages:
+                if ref not in read:
+                    read[ref] = read_frames(ref)
+            outcomes.append(runner.run(state, round_no, [read[ref] for ref in messages]))
+        sent = [frames for outcome in outcomes for _, frames in outcome.messages]
+        refs = iter(put_messages(sent, prefix) if sent else [])
+        for outcome in outcomes:
+            outcome.messages = [(targets, next(refs)) for targets, _ in outcome.messages]
         try:
-            answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            outcome.state.codecs = []
-            outcome.error = f"node {state.node_id}: its codecs cannot be pickled: {exc}"
-            answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+            answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            for outcome in outcomes:
+                outcome.error = outcome.error or _pickle_error(outcome)
+                outcome.state.codecs = []
+            answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            outcomes.send_bytes(answer)
+            outcomes_pipe.send_bytes(answer)
         except OSError:
             return
+
+
+def _pickle_error(outcome: RunOutcome) -> str | None:
+    try:
+        pickle.dumps(outcome.state)
+    except Exception as exc:
+        return f"node {outcome.state.node_id}: its codecs cannot be pickled: {exc}"
+    return None
 
 
 class ProcessExecutors:
@@ -159,23 +182,28 @@ class ProcessExecutors:
             self._outcomes.append(outcome_read)
             self._procs.append(proc)
 
-    def submit(self, index: int, state: ClientState, round_no: int, messages: list[Any]) -> None:
+    def submit(self, index: int, tasks: list[Task]) -> None:
         try:
-            task = pickle.dumps((state, round_no, messages), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            names = sorted({type(c).__name__ for c in state.codecs})
-            raise CodecError(
-                f"node {state.node_id}: codecs {names} cannot be pickled ({exc}); a virtual "
-                "client's codecs move between executor processes: keep locks, files and "
-                "threads out of codec attributes, or run with --executors 0"
-            ) from None
+            task = pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            for state, _, _ in tasks:
+                try:
+                    pickle.dumps(state)
+                except Exception as exc:
+                    names = sorted({type(c).__name__ for c in state.codecs})
+                    raise CodecError(
+                        f"node {state.node_id}: codecs {names} cannot be pickled ({exc}); a "
+                        "virtual client's codecs move between executor processes: keep locks, "
+                        "files and threads out of codec attributes, or run with --executors 0"
+                    ) from None
+            raise
         try:
             self._tasks[index].send_bytes(task)
         except OSError:
             raise self._died(index) from None
         self._busy[index] += 1
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, RunOutcome]]:
+    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]:
         waiting = [self._outcomes[i] for i, busy in enumerate(self._busy) if busy]
         if not waiting:
             return []

@@ -14,6 +14,7 @@ It knows everything of an in-process federated job, so it needs no timeouts:
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,17 +26,20 @@ from psgd.codec import Codec, Parameter_Server
 from psgd.errors import CodecError, PsgdError
 from psgd.net import protocol, wire
 from psgd.net.channel import Package
-from psgd.train.executors import Executors
+from psgd.train.executors import Executors, Task
 from psgd.train.node import ClientState, RunOutcome
-from psgd.train.shm import SharedFrames, put_frames, read_frames, release
+from psgd.train.shm import SharedFrames, put_frames, release, take_messages
 from psgd.train.sync import CodecSet, build_codecs
 
 __all__ = ["Deadlock", "RoundStats", "Scheduler"]
 
 _log = logging.getLogger(__name__)
 
-#: Runs given to an executor at once: one training, one queued (hides the hand-over).
+#: Tasks given to an executor at once: one training, one queued (hides the hand-over).
 TASKS_PER_EXECUTOR = 2
+
+#: Most clients in one task.
+MAX_CLIENTS_PER_TASK = 32
 
 
 class Deadlock(PsgdError):
@@ -128,7 +132,7 @@ class Scheduler:
         self._queued: set[int] = set()
         self._readers: dict[str, int] = {}  # shared message -> runs that still read it
         self.segment_prefix = segment_prefix
-        self.in_flight: deque[tuple[int, list[int], list[bytes], int]] = deque()
+        self.in_flight: deque[tuple[int, list[int], list[Any], int]] = deque()
         self.last_round: dict[int, int] = {}  # the round each client last trained for
         self.rounds_done = 0
         self.stopped = False
@@ -156,11 +160,11 @@ class Scheduler:
                 return
             if not self.running:
                 raise Deadlock(self._deadlock_report())
-            for executor, outcome in self.executors.wait(None):
+            for executor, outcomes in self.executors.wait(None):
                 self._busy[executor] -= 1
-                self._finish(outcome)
+                self._finish(outcomes)
 
-    def post(self, sender: int, targets: list[int], frames: list[bytes], size: int) -> None:
+    def post(self, sender: int, targets: list[int], frames: list[Any], size: int) -> None:
         """Queue a message sent by ``sender`` (``size``: its bytes on the wire, all targets)."""
         for target in targets:
             if target != Parameter_Server and not 0 <= target < self.node_count:
@@ -211,38 +215,53 @@ class Scheduler:
     # ------------------------------------------------------------------ executors
 
     def _dispatch(self) -> None:
+        """Hand runnable clients to the least busy executors, several per task when many wait.
+
+        A task carries about a quarter of an executor's share of the runnable clients (at
+        most ``MAX_CLIENTS_PER_TASK``): few hand-overs when thousands of small clients wait,
+        and still a balanced finish when ten large ones do.
+        """
         while self.runnable and not self.stopped:
             executor = min(range(self.executors.count), key=self._busy.__getitem__)
             if self._busy[executor] >= TASKS_PER_EXECUTOR:
                 return
-            node = self.runnable.popleft()
-            self._queued.discard(node)
-            state = self.parked.pop(node, None)
-            if state is None:  # first sent something now: the client comes into being
-                state = ClientState(node, build_codecs(node, self.client_classes))
-            messages = self.pending.pop(node, [])
-            round_no = self.rounds_done + 1
-            self.running[node] = messages
-            self.last_round[node] = round_no
+            share = math.ceil(len(self.runnable) / (2 * TASKS_PER_EXECUTOR * self.executors.count))
+            tasks = [
+                self._task(self.runnable.popleft()) for _ in range(min(share, MAX_CLIENTS_PER_TASK))
+            ]
             self._busy[executor] += 1
-            self.executors.submit(executor, state, round_no, messages)
+            self.executors.submit(executor, tasks)
 
-    def _finish(self, outcome: RunOutcome) -> None:
-        state = outcome.state
-        node = state.node_id
-        for message in self.running.pop(node):
-            self._read_once(message)
-        if outcome.error:
-            raise CodecError(outcome.error)
-        self.parked[node] = state
-        if outcome.steps:
-            self._count_run(outcome)
-        for targets, message in outcome.messages:
-            frames = message if isinstance(message, list) else self._take(message)
-            self.post(node, targets, frames, wire.frames_size(frames) * len(targets))
-        if node in self.pending and node not in self._queued:  # sent more while it ran
-            self._queued.add(node)
-            self.runnable.append(node)
+    def _task(self, node: int) -> Task:
+        self._queued.discard(node)
+        state = self.parked.pop(node, None)
+        if state is None:  # first sent something now: the client comes into being
+            state = ClientState(node, build_codecs(node, self.client_classes))
+        messages = self.pending.pop(node, [])
+        round_no = self.rounds_done + 1
+        self.running[node] = messages
+        self.last_round[node] = round_no
+        return state, round_no, messages
+
+    def _finish(self, outcomes: list[RunOutcome]) -> None:
+        shared = [m for o in outcomes for _, m in o.messages if isinstance(m, SharedFrames)]
+        taken = iter(take_messages(shared)) if shared else iter(())
+        for outcome in outcomes:
+            state = outcome.state
+            node = state.node_id
+            for message in self.running.pop(node):
+                self._read_once(message)
+            if outcome.error:
+                raise CodecError(outcome.error)
+            self.parked[node] = state
+            if outcome.steps:
+                self._count_run(outcome)
+            for targets, message in outcome.messages:
+                frames = next(taken) if isinstance(message, SharedFrames) else message
+                self.post(node, targets, frames, wire.frames_size(frames) * len(targets))
+            if node in self.pending and node not in self._queued:  # sent more while it ran
+                self._queued.add(node)
+                self.runnable.append(node)
 
     def _count_run(self, outcome: RunOutcome) -> None:
         node = outcome.state.node_id
@@ -266,12 +285,6 @@ class Scheduler:
             if not self._readers[message.path]:
                 del self._readers[message.path]
                 release(message)
-
-    @staticmethod
-    def _take(ref: SharedFrames) -> list[Any]:
-        frames = read_frames(ref)
-        release(ref)
-        return frames
 
     def release_all(self) -> None:
         """Free every message segment still held (the job is over)."""

@@ -18,7 +18,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SEGMENT_DIR", "SharedFrames", "put_frames", "read_frames", "release", "remove_all"]
+__all__ = [
+    "SEGMENT_DIR",
+    "SharedFrames",
+    "put_frames",
+    "put_messages",
+    "read_frames",
+    "release",
+    "remove_all",
+    "take_messages",
+]
 
 #: Where message files live: memory-backed on Linux, the temp folder elsewhere.
 SEGMENT_DIR = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
@@ -26,28 +35,58 @@ SEGMENT_DIR = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.g
 
 @dataclass(frozen=True)
 class SharedFrames:
-    """Where a message's frames are: a file and each frame's size, in order."""
+    """Where a message's frames are: a file, the message's offset in it, each frame's size."""
 
     path: str
     sizes: tuple[int, ...]
+    offset: int = 0
 
 
 def put_frames(frames: list[bytes], prefix: str = "psgd") -> SharedFrames:
     """Write ``frames`` to a new file; the caller owns it (``release`` it when done)."""
-    path = SEGMENT_DIR / f"{prefix}-{secrets.token_hex(6)}"
+    return put_messages([frames], prefix)[0]
+
+
+def put_messages(messages: list[list[bytes]], prefix: str = "psgd") -> list[SharedFrames]:
+    """Write several messages into one new file; one reference each, all to that file."""
+    path = str(SEGMENT_DIR / f"{prefix}-{secrets.token_hex(6)}")
+    refs, offset = [], 0
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "wb", buffering=0) as file:
-        for frame in frames:
-            file.write(frame)
-    return SharedFrames(str(path), tuple(len(frame) for frame in frames))
+        for frames in messages:
+            sizes = tuple(len(frame) for frame in frames)
+            refs.append(SharedFrames(path, sizes, offset))
+            for frame in frames:
+                file.write(frame)
+            offset += sum(sizes)
+    return refs
 
 
 def read_frames(ref: SharedFrames) -> list[memoryview]:
-    """The frames of ``ref``: views of one private copy of the file (which stays)."""
+    """The frames of ``ref``: views of one private copy of them (the file stays)."""
     with open(ref.path, "rb", buffering=0) as file:
-        data = memoryview(file.read())
+        file.seek(ref.offset)
+        data = memoryview(file.read(sum(ref.sizes)))
+    return _split(data, ref.sizes)
+
+
+def take_messages(refs: list[SharedFrames]) -> list[list[memoryview]]:
+    """The frames of every ref (each file read once), then the files are removed."""
+    files: dict[str, memoryview] = {}
+    for ref in refs:
+        if ref.path not in files:
+            with open(ref.path, "rb", buffering=0) as file:
+                files[ref.path] = memoryview(file.read())
+    taken = [_split(files[r.path][r.offset : r.offset + sum(r.sizes)], r.sizes) for r in refs]
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return taken
+
+
+def _split(data: memoryview, sizes: tuple[int, ...]) -> list[memoryview]:
     frames, offset = [], 0
-    for size in ref.sizes:
+    for size in sizes:
         frames.append(data[offset : offset + size])
         offset += size
     return frames
