@@ -119,12 +119,13 @@ def _serve(
         task = queued.get()
         if task is None:
             return
-        outcomes, read = [], {}  # a broadcast is read once per task, not once per client
+        outcomes: list[RunOutcome] = []
+        copies: dict[Any, list[memoryview]] = {}  # a broadcast is read once per task
         for state, round_no, messages in task:
             for ref in messages:
-                if ref not in read:
-                    read[ref] = read_frames(ref)
-            outcomes.append(runner.run(state, round_no, [read[ref] for ref in messages]))
+                if ref not in copies:
+                    copies[ref] = read_frames(ref)
+            outcomes.append(runner.run(state, round_no, [copies[ref] for ref in messages]))
         sent = [frames for outcome in outcomes for _, frames in outcome.messages]
         refs = iter(put_messages(sent, prefix) if sent else [])
         for outcome in outcomes:
