@@ -29,6 +29,8 @@ from psgd.job import JobSpec  # noqa: E402
 from psgd.results.compare import compare_rows, markdown_table  # noqa: E402
 from psgd.results.plot import plot_comparison  # noqa: E402
 from psgd.results.runs import RunRecords, load_run  # noqa: E402
+from psgd.train.prepare import prepare_job  # noqa: E402
+from psgd.train.rounds import is_round_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,16 +89,16 @@ for partition, args in (("iid", {}), ("dirichlet", {"alpha": 0.5})):
     RUNS += [
         Run("federated", f"FedAvg, {tag}",
             ps("federated.FedAvgClient", "federated.FedAvgServer", partition=partition,
-               partition_args=args)),
+               partition_args=args, params={"fraction": 1.0})),
         Run("federated", f"FedAvg 50% clients, {tag}",
             ps("federated.FedAvgClient", "federated.FedAvgServer", partition=partition,
                partition_args=args, params={"fraction": 0.5})),
         Run("federated", f"FedProx mu=0.01, {tag}",
             ps("federated.FedProxClient", "federated.FedProxServer", partition=partition,
-               partition_args=args)),
+               partition_args=args, params={"fraction": 1.0})),
         Run("federated", f"FedEM, 3 components, {tag}",
             ps("federated.FedAvgClient", "federated.FedAvgServer", partition=partition,
-               partition_args=args, components=3)),
+               partition_args=args, components=3, params={"fraction": 1.0})),
     ]  # fmt: skip
 
 DEFENCES = [
@@ -119,8 +121,11 @@ def run(label: str, options: dict[str, Any], common: dict[str, Any], runs: Path)
     folder = runs / slug(label)
     if folder.exists():
         shutil.rmtree(folder)
+    spec = JobSpec(**{**common, **options})
+    if is_round_job(prepare_job(spec)):  # federated codecs run in rounds: one local epoch each
+        spec = JobSpec(**{**spec.to_dict(), "rounds": spec.epochs, "epochs": 1})
     try:
-        run_job(JobSpec(**{**common, **options}), folder, quiet=True, target=Target(simulate=True))
+        run_job(spec, folder, quiet=True, target=Target(simulate=True))
     except PsgdError as exc:  # a failed run still leaves its summary
         print(f"{label}: failed: {exc}", flush=True)
     return load_run(folder)

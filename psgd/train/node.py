@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from psgd.codec import BlockWeight, Codec
 from psgd.errors import CodecError
 from psgd.net import protocol, wire
+from psgd.net.channel import Package
 from psgd.nn import Learner, make_optimizer
 from psgd.train.sync import CodecSet
 
@@ -51,7 +53,7 @@ class RunOutcome:
 
     state: ClientState
     round_no: int
-    messages: list[tuple[list[int], list[bytes]]] = field(default_factory=list)
+    messages: list[tuple[list[int], Any]] = field(default_factory=list)  # frames or shared
     steps: int = 0
     samples: int = 0
     loss_sum: float = 0.0
@@ -123,13 +125,20 @@ class ClientRunner:
         self._y = np.empty(batch_size, dtype=y_train.dtype)
         self._initial_personal = _personal_state(model)
 
-    def run(self, state: ClientState, round_no: int) -> RunOutcome:
-        """Train ``state``'s client while it holds a model; never raises for a codec's fault."""
+    def run(
+        self, state: ClientState, round_no: int, messages: Sequence[Sequence[Any]] | None = None
+    ) -> RunOutcome:
+        """Deliver ``messages`` (encoded packages sent to the client), then train while the
+        client holds a model; never raises for a codec's fault."""
         outcome = RunOutcome(state, round_no)
         outbox = _Outbox(state.node_id, self.job_id)
         codecs = CodecSet.around(state.node_id, state.codecs, outbox)
         started = time.perf_counter()
         try:
+            for frames in messages or []:
+                message = protocol.parse(list(frames), protocol.PEER_TYPES)
+                for item in protocol.split_packages(message, wire.frames_size(frames)):
+                    codecs.deliver(Package(*item))
             self._train_while_holding(state, codecs, outcome)
         except CodecError as exc:
             outcome.error = str(exc)
