@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,21 @@ __all__ = ["submit", "submit_main"]
 
 _OPTIMIZERS = ["sgd", "momentum", "adam", "adagrad", "rmsprop"]
 _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
+_ARGV = "psgd.argv"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _KeepsArgv(click.Command):
+    """A command that keeps the arguments it was given, as typed (``--detach`` reuses them)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@click.command(
+    cls=_KeepsArgv,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--codec",
     default="plain.Plain",
@@ -290,7 +306,13 @@ def submit(ctx: click.Context, **options: Any) -> None:
         if detach_flag:
             _detach(ctx, out, spec.job_id)
             return
-        run_job(spec, out, quiet, target, resume=resume_dir is not None)
+        with _sigterm_as_interrupt() as received:
+            try:
+                run_job(spec, out, quiet, target, resume=resume_dir is not None)
+            except KeyboardInterrupt:
+                signum = received[0] if received else signal.SIGINT
+                click.echo(f"interrupted ({signal.Signals(signum).name}): job aborted", err=True)
+                sys.exit(128 + signum)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except JobFailed as exc:
@@ -315,33 +337,59 @@ def _resumed_spec(run_dir: Path, out: Path | None, job_id: str | None) -> JobSpe
     return JobSpec.from_dict(saved)
 
 
-def _as_argv(ctx: click.Context) -> list[str]:
-    """The command line of ``ctx`` again, without --detach, --out and --job-id."""
-    argv: list[str] = []
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
-        skipped = ("detach", "out", "job_id")
-        if not isinstance(param, click.Option) or param.name in skipped:
-            continue
-        if value is None or value == param.default or value == ():
-            continue
-        flag = param.opts[0]
-        if param.is_flag:
-            argv.append(flag)
-        elif param.multiple:
-            for item in value:
-                argv += [flag, "=".join(map(str, item)) if isinstance(item, tuple) else item]
-        elif isinstance(value, list):
-            argv += [flag, ",".join(str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM (``kill``, ``timeout``, CI cancellation) stops the job like Ctrl-C: the daemons
+    are told to abort and ``--local`` daemons are stopped. Yields the signals received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:  # once: a second signal must not cut the clean-up short
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def detach_argv(command: click.Command, argv: list[str]) -> list[str]:
+    """``argv`` as the user typed it, without --detach, --out and --job-id (and their values).
+
+    Options are recognised by ``command``'s own option table, so a value is never mistaken
+    for an option nor an option for a value; nothing is rebuilt from defaults.
+    """
+    dropped = {"detach", "out", "job_id"}
+    options: dict[str, tuple[bool, str | None]] = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            for name in (*param.opts, *param.secondary_opts):
+                options[name] = (not param.is_flag and not param.count, param.name)
+    kept: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            kept += argv[index:]
+            break
+        name, equals, _ = token.partition("=")
+        takes_value, param_name = options.get(name, (False, None))
+        width = 2 if takes_value and not equals else 1
+        if param_name not in dropped:
+            kept += argv[index : index + width]
+        index += width
+    return kept
 
 
 def _detach(ctx: click.Context, out: Path, job_id: str) -> None:
     from psgd.cluster.detach import SUBMITTER_LOG, detach
 
-    pid = detach(_as_argv(ctx), out, job_id)
+    pid = detach(detach_argv(ctx.command, ctx.meta.get(_ARGV, [])), out, job_id)
     click.echo(f"job {job_id} detached (background submitter pid {pid})")
     click.echo(f"  progress: {out / SUBMITTER_LOG}")
     click.echo(f"  results:  python job_submit.py retrieve {out}")

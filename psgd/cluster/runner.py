@@ -70,8 +70,9 @@ def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, 
     from psgd.results.report import build_summary, write_records
 
     summary = build_summary(
-        spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode
-    )
+        spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode,
+        result.diverged,
+    )  # fmt: skip
     write_records(folder, result.reports)
     for node, text in result.logs.items():
         if text:

@@ -3,12 +3,16 @@
 Talks to each daemon's control port through a DEALER socket. Every wait is bounded: a daemon
 that does not answer, stops sending heartbeats or reports a failure ends the job with a
 message naming the node, and every other daemon is told to abort and go back to idle.
+Liveness applies from the moment a daemon has a job: a daemon heartbeats as soon as the JOB
+has arrived, and one that falls silent while it prepares the job is named as dead as quickly
+as one that dies while training.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +32,15 @@ from psgd.results.outcome import NodeReport, RunResult
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.prepare import PreparedJob
 
-__all__ = ["Submitter"]
+__all__ = ["MIN_TRANSFER_BYTES_PER_S", "Submitter"]
 
 _log = logging.getLogger(__name__)
+
+#: Until a daemon first answers after its JOB was sent, the JOB may still be on its way: the
+#: liveness bound is stretched by the time the jobs take at this rate (at least 100 Mbit/s).
+MIN_TRANSFER_BYTES_PER_S = 12.5e6
+#: States in which a node has a job: heartbeats both ways, liveness applies.
+_LIVE = ("shipped", "accepted", "running", "trained")
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -47,6 +57,9 @@ class _Node:
     log: str = ""
     weights: list[Any] | None = None
     limits: dict[str, Any] | None = None
+    #: When its JOB was sent; whether it has been heard from since.
+    shipped_at: float = 0.0
+    heard_since_shipped: bool = False
 
     @property
     def name(self) -> str:
@@ -113,6 +126,11 @@ class Submitter:
         }
         self._last_heartbeat = 0.0
         self._finish_sent = False
+        self._shipped_bytes = 0
+        #: The job's secret: only its members get it (their data-plane identities derive from it).
+        self.secret = secrets.token_bytes(32)
+        #: A node reported that its loss or weights became non-finite.
+        self.diverged = False
 
     def _connect(self, endpoint: Endpoint) -> zmq.Socket:
         sock = new_socket(self.context, zmq.DEALER, security=self.security)
@@ -135,7 +153,7 @@ class Submitter:
             error = str(exc)
             self._abort_all(error)
         except KeyboardInterrupt:
-            self._abort_all("the submitter was interrupted (Ctrl-C)")
+            self._abort_all("the submitter was interrupted (Ctrl-C or SIGTERM)")
             raise
         finally:
             self.close()
@@ -161,6 +179,7 @@ class Submitter:
             "spec": job.spec.to_dict(),
             "trainer": trainer,
             "node_samples": job.settings.node_samples,
+            "secret": self.secret,
         }
         test = (job.dataset.x_test, job.dataset.y_test)
         for node in self.nodes.values():
@@ -178,6 +197,8 @@ class Submitter:
             self._check_limits(node, frames)
             node.socket.send_multipart(frames, copy=False)
             node.state = "shipped"
+            node.shipped_at = time.monotonic()
+            self._shipped_bytes += wire.frames_size(frames)
         shipped = lambda: any(n.state == "shipped" for n in self.nodes.values())  # noqa: E731
         self._wait(lambda: not shipped(), max(60.0, 12 * self.answer_timeout_s), "accept the job")
 
@@ -226,6 +247,12 @@ class Submitter:
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 late = [n.name for n in self.nodes.values() if n.state in ("new", "shipped")]
+                preparing = [n for n in self.nodes.values() if n.state == "shipped"]
+                if preparing and all(n.heard_since_shipped for n in preparing):
+                    raise JobFailed(
+                        f"{', '.join(late)} still preparing the job after {timeout_s:g} s "
+                        "(alive, but loading the codec takes too long?)"
+                    )
                 hint = "is psgd-worker running there?"
                 if self.security is not None:
                     hint += (
@@ -244,19 +271,31 @@ class Submitter:
         if now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:
             self._last_heartbeat = now
             for node in self.nodes.values():
-                if node.state in ("running", "trained"):
+                if node.state in _LIVE:
                     node.socket.send_multipart(
                         protocol.make(protocol.HEARTBEAT, job=self.job.spec.job_id)
                     )
         limit = HEARTBEAT_INTERVAL_S * LIVENESS_INTERVALS
         for node in self.nodes.values():
-            if node.state in ("running", "trained") and now - node.last_heard > limit:
+            if node.state not in _LIVE:
+                continue
+            if node.state == "shipped" and not node.heard_since_shipped:
+                # its JOB may still be on the wire: allow for the transfer
+                transfer = self._shipped_bytes / MIN_TRANSFER_BYTES_PER_S
+                if now - node.shipped_at > limit + transfer:
+                    node.state = "failed"
+                    raise JobFailed(
+                        f"{node.name} died: no answer for {now - node.shipped_at:.1f} s after "
+                        "its job was sent"
+                    )
+            elif now - node.last_heard > limit:
                 seen = time.strftime(
                     "%H:%M:%S", time.localtime(time.time() - (now - node.last_heard))
                 )
+                doing = " while preparing the job" if node.state == "shipped" else ""
                 node.state = "failed"
                 raise JobFailed(
-                    f"{node.name} died: no heartbeat for {now - node.last_heard:.1f} s "
+                    f"{node.name} died{doing}: no heartbeat for {now - node.last_heard:.1f} s "
                     f"(last heard at {seen})"
                 )
 
@@ -275,6 +314,8 @@ class Submitter:
         if message.get("job", self.job.spec.job_id) != self.job.spec.job_id:
             return
         node.last_heard = time.monotonic()
+        if node.state == "shipped":
+            node.heard_since_shipped = True
         handler = self._handlers.get(message.type)
         if handler is not None:
             handler(node, message)
@@ -283,7 +324,7 @@ class Submitter:
 
     def _on_hello_reply(self, node: _Node, message: protocol.Message) -> None:
         if message["state"] != "idle":
-            raise JobFailed(f"{node.name} is busy with job {message.get('busy_with')}")
+            raise JobFailed(f"{node.name} is busy with another job")
         node.limits = message.get("limits") or {}
         node.state = "idle"
 
@@ -327,6 +368,9 @@ class Submitter:
     def _on_failed(self, node: _Node, message: protocol.Message) -> None:
         node.state = "failed"
         node.log = message["log"]
+        if message.get("diverged") is True:
+            self.diverged = True
+            raise JobFailed(f"{message['error']} ({node.endpoint})")
         raise JobFailed(f"{node.name} failed: {message['error']}")
 
     # -- result ------------------------------------------------------------------------
@@ -345,4 +389,4 @@ class Submitter:
             if node.weights is not None:
                 weights[node.node] = node.weights
         reports.sort(key=lambda r: r.node_id)
-        return RunResult(reports, ps_bytes, wall_s, error, weights, logs)
+        return RunResult(reports, ps_bytes, wall_s, error, weights, logs, self.diverged)

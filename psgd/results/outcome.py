@@ -72,3 +72,12 @@ class RunResult:
     error: str | None = None
     weights: dict[int, list[Any]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
+    #: The job failed because a node's loss or weights became non-finite (``error`` says where).
+    diverged: bool = False
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``diverged`` or ``failed``."""
+        if self.error is None:
+            return "completed"
+        return "diverged" if self.diverged else "failed"
