@@ -19,6 +19,7 @@ __all__ = [
     "DROP_LOG_INTERVAL_S",
     "DropLog",
     "RefusalLog",
+    "plain_address",
 ]
 
 #: Length of one counting interval.
@@ -117,6 +118,15 @@ class DropLog:
         self._unlogged, self._last = 0, None
 
 
+def plain_address(address: str) -> str:
+    """``127.0.0.1`` for ``::ffff:127.0.0.1`` (how IPv6-enabled sockets see IPv4 peers)."""
+    mapped = "::ffff:"
+    rest = address.removeprefix("[").removeprefix(mapped) if mapped in address else address
+    if rest != address and "." in rest.split(":", 1)[0].split("]", 1)[0]:
+        return rest.replace("]", "", 1)
+    return address
+
+
 class RefusalLog:
     """Refused connections: one line per peer host and place per interval, with counts.
 
@@ -138,6 +148,7 @@ class RefusalLog:
         self, host: str, peer: str, where: str, why: str, extra: dict[str, Any] | None = None
     ) -> None:
         """Count a refused connection from ``peer`` (at ``host``) on ``where``; log if due."""
+        host, peer = plain_address(host), plain_address(peer)
         self.total += 1
         now = time.monotonic()
         key = (host, where)

@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from psgd.net.droplog import RefusalLog
+from psgd.net.droplog import RefusalLog, plain_address
 
 __all__ = ["HandshakeMonitor"]
 
@@ -32,7 +32,7 @@ def _peer_of(fd: int) -> str:
     try:
         with socket.socket(fileno=socket.dup(fd)) as sock:
             host, port = sock.getpeername()[:2]
-            return f"{host}:{port}"
+            return plain_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     except OSError:
         return "an unknown address (it hung up before it could be read)"
 
@@ -54,6 +54,7 @@ class HandshakeMonitor:
         events = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
         for event in _FAILED:
             events |= event
+        self.listening = listening
         self.socket = listening.get_monitor_socket(events)
         self.name = name
         self.refusals = refusals or RefusalLog(_log)
@@ -81,4 +82,10 @@ class HandshakeMonitor:
         self.refusals.refuse(host, self._last_peer, self.name, why, self.extra)
 
     def close(self) -> None:
+        """Stop monitoring, then close the monitor socket (call from the listening socket's
+        thread). In that order: libzmq's I/O thread blocks sending an event to a closed one."""
+        try:
+            self.listening.disable_monitor()
+        except zmq.ZMQError:
+            pass  # the listening socket is gone already
         self.socket.close(linger=0)

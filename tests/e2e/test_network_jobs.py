@@ -209,7 +209,7 @@ def test_busy_worker_refuses_a_second_job(spawn_daemons, tmp_path):
         second = submit(tmp_path, "--workers", str(workers), "--node_count", "1", *QUICK,
                         "--out", "second")  # fmt: skip
         assert second.returncode == 1
-        assert "is busy with job" in second.stderr
+        assert "is busy with another job" in second.stderr
     finally:
         long_job.send_signal(signal.SIGINT)
         long_job.wait(timeout=30)
@@ -259,15 +259,11 @@ def test_daemon_survives_garbage_and_stops_cleanly_on_sigterm(spawn_daemons):
     def log() -> str:
         return "".join(p.read_text() for p in daemon.log.glob("worker-*.log"))
 
-    deadline = time.monotonic() + 15
-    while "dropped malformed control message #200 " not in log():
-        assert time.monotonic() < deadline, log()[-2000:]
-        time.sleep(0.05)
-    assert "#201" not in log()
     assert ask_state(daemon.endpoint) == "idle"
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=15) == 0
     assert "stopped after 0 jobs" in log()
+    assert "200 malformed control messages dropped in all" in log()
 
 
 def test_port_in_use_is_one_clear_line_and_exit_code_1(spawn_daemons, tmp_path):
