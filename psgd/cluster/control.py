@@ -69,10 +69,21 @@ class ControlPort:
         self.port = port
         self.address = tcp_address(bind, port)
         where = f"control port {self.address}"
-        self.drops = DropLog(_log, where, "malformed control messages", DAEMON_ONLY)
-        self.versions = DropLog(_log, where, "messages of another protocol version", DAEMON_ONLY)
+        self.drops = DropLog(_log, where, "malformed control messages dropped", DAEMON_ONLY)
+        self.versions = DropLog(
+            _log, where, "messages of another protocol version refused", DAEMON_ONLY,
+            label="refused",
+        )  # fmt: skip
         #: Job messages for another job or from another peer than its submitter.
-        self.ignored = DropLog(_log, where, "ignored job messages", DAEMON_ONLY, level=logging.INFO)
+        self.ignored = DropLog(
+            _log, where, "job messages ignored", DAEMON_ONLY, logging.INFO, label="ignored"
+        )
+        #: JOBs rejected (their senders are told why): in full, but bounded like drops.
+        self.rejected = DropLog(_log, where, "jobs rejected", DAEMON_ONLY, label="rejected job")
+
+    @property
+    def _logs(self) -> tuple[DropLog, ...]:
+        return (self.drops, self.versions, self.ignored, self.rejected)
 
     @property
     def largest(self) -> int:
@@ -163,11 +174,11 @@ class ControlPort:
 
     def tick(self, now: float) -> None:
         """End the drop logs' intervals that are over."""
-        for log in (self.drops, self.versions, self.ignored):
+        for log in self._logs:
             log.tick(now)
 
     def close(self) -> None:
         """Log the final drop counts and close the socket."""
-        for log in (self.drops, self.versions, self.ignored):
+        for log in self._logs:
             log.close()
         self.socket.close(linger=0)

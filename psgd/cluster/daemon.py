@@ -236,8 +236,12 @@ class Daemon:
             self._abort(job, f"submitter silent for {silent:.1f} s")
 
     def _heartbeat(self, job: JobRun) -> None:
+        """Tell the submitter this daemon lives, and how many strangers' messages the job's
+        data port dropped so far."""
         self._last_heartbeat_sent = time.monotonic()
-        self._send(job.submitter, protocol.make(protocol.HEARTBEAT, job=job.job_id))
+        dropped = job.channel.dropped if job.state in ("ready", "running") else 0
+        self._send(job.submitter, protocol.make(protocol.HEARTBEAT, job=job.job_id,
+                                                dropped=dropped))  # fmt: skip
 
     def _prepared(self, job: JobRun) -> None:
         """The job's preparation ended: accept it, reject it, or (aborted meanwhile) drop it."""
@@ -246,7 +250,8 @@ class Daemon:
             _log.info("job %s: aborted while it was being prepared; idle", job.job_id)
             self._discard_unstarted(job)
         elif job.state == "rejected":
-            _log.warning("job %.40r node %s rejected: %.2000s", job.job_id, job.node_id, job.reason)
+            self.port_.rejected.drop("job %.40r node %s: %.2000s", job.job_id, job.node_id,
+                                     job.reason)  # fmt: skip
             self._send(job.submitter, protocol.make(
                 protocol.REJECTED, job=job.job_id, node=job.node_id, reason=job.reason
             ))  # fmt: skip

@@ -57,6 +57,8 @@ class _Node:
     log: str = ""
     weights: list[Any] | None = None
     limits: dict[str, Any] | None = None
+    #: Messages its data port dropped (not from a member of the job, or malformed).
+    data_dropped: int = 0
     #: When its JOB was sent; whether it has been heard from since.
     shipped_at: float = 0.0
     heard_since_shipped: bool = False
@@ -122,7 +124,7 @@ class Submitter:
             protocol.CHECKPOINT: self._on_checkpoint,
             protocol.DONE: self._on_done,
             protocol.FAILED: self._on_failed,
-            protocol.HEARTBEAT: lambda node, message: None,
+            protocol.HEARTBEAT: self._on_heartbeat,
         }
         self._last_heartbeat = 0.0
         self._finish_sent = False
@@ -339,6 +341,11 @@ class Submitter:
         node.state = "failed"
         raise JobFailed(f"{node.name} rejected the job: {message['reason']}")
 
+    def _on_heartbeat(self, node: _Node, message: protocol.Message) -> None:
+        dropped = message.get("dropped")
+        if type(dropped) is int and dropped > node.data_dropped:
+            node.data_dropped = dropped
+
     def _on_progress(self, node: _Node, message: protocol.Message) -> None:
         self.emit(message["event"])
 
@@ -376,6 +383,12 @@ class Submitter:
     # -- result ------------------------------------------------------------------------
 
     def _result(self, wall_s: float, error: str | None) -> RunResult:
+        for node in self.nodes.values():
+            if node.data_dropped:
+                _log.warning(
+                    "%s: its data port dropped %d messages not from this job's members (or "
+                    "malformed); see its daemon's log", node.name, node.data_dropped,
+                )  # fmt: skip
         reports, weights, logs = [], {}, {}
         ps_bytes = None
         for node in self.nodes.values():

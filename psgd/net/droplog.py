@@ -42,7 +42,9 @@ class DropLog:
     where:
         Names the place in every line (``control port tcp://127.0.0.1:15387``).
     what:
-        What a drop is, plural (``malformed messages``).
+        What the drops are, plural, for the summary lines (``malformed messages dropped``).
+    label:
+        Starts each line logged in full, before the drop's number (``dropped``).
     extra:
         ``extra`` for every record (``DAEMON_ONLY`` keeps them out of job logs).
     level:
@@ -53,13 +55,15 @@ class DropLog:
         self,
         logger: logging.Logger,
         where: str,
-        what: str = "malformed messages",
+        what: str = "malformed messages dropped",
         extra: dict[str, Any] | None = None,
         level: int = logging.WARNING,
         interval_s: float = DROP_LOG_INTERVAL_S,
         detailed: int = DETAILED_PER_INTERVAL,
+        label: str = "dropped",
     ) -> None:
         self.logger = logger
+        self.label = label
         self.level = level
         self.where = where
         self.what = what
@@ -80,7 +84,7 @@ class DropLog:
         self._in_interval += 1
         if self._in_interval <= self.detailed:
             self.logger.log(
-                self.level, "%s: dropped #%d: " + fmt, self.where, self.total, *args,
+                self.level, "%s: %s #%d: " + fmt, self.where, self.label, self.total, *args,
                 extra=self.extra,
             )  # fmt: skip
         else:
@@ -100,7 +104,7 @@ class DropLog:
         self._summarise(time.monotonic())
         if self.total:
             self.logger.log(
-                self.level, "%s: %d %s dropped in all", self.where, self.total, self.what,
+                self.level, "%s: %d %s in all", self.where, self.total, self.what,
                 extra=self.extra,
             )  # fmt: skip
 
@@ -111,7 +115,7 @@ class DropLog:
         fmt, args = self._last
         self.logger.log(
             self.level,
-            "%s: %d more %s dropped in the last %.1f s (%d in all so far); the last: " + fmt,
+            "%s: %d more %s in the last %.1f s (%d in all so far); the last: " + fmt,
             self.where, self._unlogged, self.what, now - self._start, self.total, *args,
             extra=self.extra,
         )  # fmt: skip

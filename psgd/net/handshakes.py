@@ -8,6 +8,7 @@ connection's file descriptor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from typing import Any
@@ -84,8 +85,6 @@ class HandshakeMonitor:
     def close(self) -> None:
         """Stop monitoring, then close the monitor socket (call from the listening socket's
         thread). In that order: libzmq's I/O thread blocks sending an event to a closed one."""
-        try:
+        with contextlib.suppress(zmq.ZMQError):  # the listening socket is gone already
             self.listening.disable_monitor()
-        except zmq.ZMQError:
-            pass  # the listening socket is gone already
         self.socket.close(linger=0)

@@ -141,7 +141,7 @@ class PeerChannel:
         port = self.router.bind_to_random_port(tcp_address(bind_host, 0).rsplit(":", 1)[0])
         self.address = tcp_address(bind_host, port)
         where = f"data port {self.address} (job {job_id} node {node_id})"
-        self.drops = DropLog(_log, where)
+        self.drops = DropLog(_log, where, "peer messages dropped (malformed, or not from a member)")
         self.monitor: HandshakeMonitor | None = None
         if security is not None:
             security.names[DATA_DOMAIN] = where

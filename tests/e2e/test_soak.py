@@ -184,7 +184,7 @@ def test_fifty_back_to_back_jobs_keep_fds_threads_and_memory_flat(daemons, codec
     for daemon in daemons:  # each job ended on each daemon the way it was meant to
         log = (daemon.log / f"worker-{daemon.endpoint.port}.log").read_text()
         outcomes = Counter(re.findall(r"over \((\w+)\); idle", log))
-        rejected = log.count("rejected: cannot load the codec")
+        rejected = len(re.findall(r"rejected job #\d+: job \S+ node 0: cannot load the codec", log))
         print(f"daemon {daemon.endpoint}: {dict(outcomes)}, rejected {rejected}")
         assert outcomes["completed"] == JOBS - failing
         assert rejected == kinds["codec missing on the worker"]
