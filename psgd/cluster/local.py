@@ -26,7 +26,7 @@ from psgd.nn.blas import BLAS_ENV_VARS
 
 __all__ = ["LocalCluster", "die_with_parent", "start_daemon"]
 
-_ADDRESS = re.compile(r"listening on tcp://(?P<host>[^\s\]]+|\[[^\]]+\]):(?P<port>\d+)")
+_ADDRESS = re.compile(r"listening on tcp://(?P<host>\[[^\]]+\]|[^\s\[\]]+):(?P<port>\d+)")
 START_TIMEOUT_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
