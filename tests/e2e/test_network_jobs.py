@@ -248,18 +248,21 @@ def test_daemon_survives_garbage_and_stops_cleanly_on_sigterm(spawn_daemons):
     daemon = spawn_daemons(1)[0]
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 5000)  # deliver all of it before the context ends
+    sock.setsockopt(zmq.LINGER, 0)
     sock.connect(daemon.endpoint.address)
     rng = np.random.default_rng(0)
     for size in range(2000):
         sock.send_multipart([rng.bytes(size % 64 + 1) for _ in range(size % 4 + 1)])
+    # A peer's messages are handled in order: once this hello is answered, all of it was.
+    sock.send_multipart(protocol.make(protocol.HELLO))
+    assert sock.poll(15_000)
+    assert protocol.parse(sock.recv_multipart(), protocol.CONTROL_TYPES)["state"] == "idle"
     sock.close()
     context.term()
 
     def log() -> str:
         return "".join(p.read_text() for p in daemon.log.glob("worker-*.log"))
 
-    assert ask_state(daemon.endpoint) == "idle"
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=15) == 0
     assert "stopped after 0 jobs" in log()
