@@ -1,6 +1,6 @@
 """Where jobs run: worker daemons, the submitter, ``--local`` clusters, worker lists.
 
-Owns: the daemon and the job run inside it, the submitter that ships jobs and follows
+Owns: the daemon, its control port, the preparation and run of a job inside it, the submitter that ships jobs and follows
 them, ``--local`` daemon processes, ``worker.json`` parsing, status probes, ``--detach``,
 and ``run_job``, which sends a job in-process (``psgd.train``) or to daemons.
 
