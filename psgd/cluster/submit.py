@@ -201,6 +201,7 @@ class Submitter:
             node.state = "shipped"
             node.shipped_at = time.monotonic()
             self._shipped_bytes += wire.frames_size(frames)
+            self._heartbeat(node.shipped_at)  # those shipped already are waiting: keep them
         shipped = lambda: any(n.state == "shipped" for n in self.nodes.values())  # noqa: E731
         self._wait(lambda: not shipped(), max(60.0, 12 * self.answer_timeout_s), "accept the job")
 
