@@ -91,16 +91,17 @@ class Daemon:
             protocol.ABORT: self._on_abort,
         }
         try:
-            self.port_ = ControlPort(self.context, bind, port, limits, max_job_bytes, security,
-                                     self._handlers)  # fmt: skip
+            self.control_port = ControlPort(
+                self.context, bind, port, limits, max_job_bytes, security, self._handlers
+            )
         except PsgdError:
             if self.authenticator is not None:
                 self.authenticator.stop()
             self.context.term()
             raise
-        self.control = self.port_.socket
-        self.port = self.port_.port
-        self.address = self.port_.address
+        self.control = self.control_port.socket
+        self.port = self.control_port.port
+        self.address = self.control_port.address
         if security is not None:
             security.names[CONTROL_DOMAIN] = f"control port {self.address}"
         self._own_work_dir = work_dir is None
@@ -173,7 +174,7 @@ class Daemon:
             signal.signal(sig, lambda *_: self.stop())
 
     def close(self) -> None:
-        self.port_.close()
+        self.control_port.close()
         if self.authenticator is not None:
             self.authenticator.stop()
         if not self.abandoned:  # term() would wait for the sockets of the thread left behind
@@ -182,7 +183,7 @@ class Daemon:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _receive(self) -> None:
-        received = self.port_.receive()
+        received = self.control_port.receive()
         if received is None:
             return
         identity, message = received
@@ -190,15 +191,15 @@ class Daemon:
             self._handlers[message.type](identity, message)
         except Exception as exc:
             _log.exception("handler for %r failed; message dropped", message.type)
-            self.port_.drops.drop("%s: handler failed: %s", message.type, exc)
+            self.control_port.drops.drop("%s: handler failed: %s", message.type, exc)
 
     @property
     def dropped(self) -> int:
         """Control messages dropped so far."""
-        return self.port_.drops.total
+        return self.control_port.drops.total
 
     def _send(self, identity: bytes, frames: list[Any]) -> None:
-        self.port_.send(identity, frames)
+        self.control_port.send(identity, frames)
 
     def _flush_outbox(self) -> None:
         while True:
@@ -210,7 +211,7 @@ class Daemon:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        self.port_.tick(now)
+        self.control_port.tick(now)
         self._check_parent(now)
         job = self.job
         if job is None:
@@ -250,7 +251,7 @@ class Daemon:
             _log.info("job %s: aborted while it was being prepared; idle", job.job_id)
             self._discard_unstarted(job)
         elif job.state == "rejected":
-            self.port_.rejected.drop("job %.40r node %s: %.2000s", job.job_id, job.node_id,
+            self.control_port.rejected.drop("job %.40r node %s: %.2000s", job.job_id, job.node_id,
                                      job.reason)  # fmt: skip
             self._send(job.submitter, protocol.make(
                 protocol.REJECTED, job=job.job_id, node=job.node_id, reason=job.reason
@@ -315,7 +316,7 @@ class Daemon:
     def _current(self, identity: bytes, message: protocol.Message) -> JobRun | None:
         job = self.job
         if job is None or job.job_id != message["job"] or job.submitter != identity:
-            self.port_.ignored.drop("%r for job %r: not the current job", message.type,
+            self.control_port.ignored.drop("%r for job %r: not the current job", message.type,
                                     message["job"])  # fmt: skip
             return None
         job.last_heard = time.monotonic()
