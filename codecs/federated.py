@@ -1,84 +1,73 @@
-"""Federated family: FedAvg with client sampling and sample-count weighting, and FedProx.
+"""Federated family in rounds: FedAvg with real client sampling, and FedProx.
 
-**FedAvg** (McMahan et al. 2017). Clients train locally; every ``local_steps`` batches each
-client sends ``(round, node_id, weights, n_samples)`` to the server. The server draws a fraction
-``C`` of the clients for that round and sends every client ``(round, average)``: the average of
-the *sampled* clients' weights, weighted by their training sample counts
-(``GlobalSettings.node_samples``). Every client replaces its weights with it.
+**FedAvg** (McMahan et al. 2017). A round: the server draws ``C * K`` of the ``K`` clients
+and sends each of them ``(round, model)``; a picked client starts from that model, trains
+``u_k = E * n_k / B`` local steps (one local epoch by default) and sends back
+``(round, node_id, weights, n_samples)``; once every picked client has answered, the server
+publishes the sample-weighted average as the new global model (``set_result``: psgd counts a
+round there and evaluates it) and starts the next round. A client that is not picked is sent
+nothing, trains nothing, sends nothing: with psgd's round scheduler it costs only its stored
+codec state.
 
-Parameters (``--param key=value``):
+The client codec declares ``waits_for_model = True``: its node trains only while every layer
+codec holds a result (the model it was sent, then its own weights after each local step) and
+waits, without a timeout, after the step that sends its update.
 
-- ``local_steps``: batches between rounds; default one local epoch of the largest client,
-  ``ceil(max(node_samples) / batch_size)``, which is the trainer's epoch with one block per
-  node (so evaluation per epoch is evaluation per round); 150 when those figures are unknown.
-  It is the same on every client: a round is a synchronisation point, so all clients must
-  reach it after the same number of batches (a client with less data loops over it more).
-- ``fraction``: C, the fraction of clients averaged per round, in (0, 1]; default 1.0.
-  ``max(1, round(C * node_count))`` distinct clients per round, halves rounding up.
-- ``seed``: seeds the client draw together with the round number (default: the job's
-  ``--seed``), so every layer's server codec picks the same clients and a run is reproducible.
+Parameters (``--param key=value``; ``--local-epochs E`` and ``--rounds R`` are options):
 
-Unsampled clients: in this simulation every client trains every round and sends its weights;
-the server discards those of the unsampled ones, and every client starts the next round from
-the new average. A client's local work depends only on the global weights it starts from and on
-its own data, so the average, and so the whole run, is FedAvg's where unsampled clients stay idle
-(exactly so with plain SGD, up to the order of later mini-batches, which the discarded work
-advanced; with Adam or momentum the discarded steps also advanced the client's optimizer state,
-which the trainer keeps across rounds). The price is compute and upload that real FedAvg would
-not spend.
+- ``fraction``: C, the fraction of clients picked per round, in (0, 1]; default 0.1.
+  ``max(1, round(C * K))`` distinct clients per round, halves rounding up.
+- ``local_steps``: local steps per round when ``--local-epochs`` is not given; default one
+  local epoch of the client, ``ceil(n_k / B)``.
+- ``seed``: seeds the draw together with the round number (default: the job's ``--seed``).
 
 **FedProx** (Li et al. 2020): the same protocol; the client adds ``mu/2 * ||w - w_global||^2``
-to its local objective (``--param mu``, default 0.01). In params mode the codec sees the weights
-after each local step, so it applies the proximal term as a second step of its own:
-``w <- content - eta * mu * (content - w_global)``, ``eta`` = the job's learning rate,
-``w_global`` = the last server average (the job's initial weights before the first round).
-With SGD this equals one step on the proximal objective, except that the proximal gradient is
-taken at the stepped weights rather than before the step (a difference of order
-``eta^2 * mu * |grad|``); with Adam or momentum the proximal gradient bypasses the optimizer's
-scaling and moments (a plain SGD step on the proximal term alone), and with Adam's usual
-``eta = 0.001`` it is a weak pull. FedProx's variable local work (gamma-inexact solutions) is
-not modelled: every client runs ``local_steps`` batches.
+to its local objective (``--param mu``, default 0.01) as a second step of its own after each
+local step: ``w <- w - eta * mu * (w - w_global)`` (``eta``: the job's learning rate).
 
 Use ``--codec federated.FedAvgClient --ps-codec federated.FedAvgServer`` (or
-``federated.FedProxClient`` / ``federated.FedProxServer``).
+``federated.FedProxClient`` / ``federated.FedProxServer``); ``--components M`` trains FedEM's
+mixture learner with the same codecs (evaluate it with ``--eval clients``).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
 from psgd import BlockWeight, Codec, GlobalSettings, Parameter_Server, netEncapsulation
 from psgd.algorithms.federated import (
+    client_local_steps,
     clients_per_round,
-    local_epoch_steps,
     proximal_correction,
     sample_clients,
     weighted_average,
 )
 
-#: Round length when neither ``--param local_steps`` nor the data sizes are known.
-FALLBACK_LOCAL_STEPS = 150
+#: Fraction of clients per round when ``--param fraction`` is not given (McMahan's C=0.1).
+DEFAULT_FRACTION = 0.1
 
 
 def _replace(old: Any, new: Any) -> Any:
     return new
 
 
-def _local_steps(settings: GlobalSettings) -> int:
-    default = local_epoch_steps(settings.node_samples, settings.batch_size)
-    steps = GlobalSettings.get_params("local_steps", default or FALLBACK_LOCAL_STEPS)
+def _local_steps(settings: GlobalSettings, n_samples: int) -> int:
+    if settings.local_epochs > 0:
+        return client_local_steps(n_samples, max(settings.batch_size, 1), settings.local_epochs)
+    default = client_local_steps(n_samples, max(settings.batch_size, 1), 1.0)
+    steps = GlobalSettings.get_params("local_steps", default)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--param local_steps: must be a whole number >= 1, got {steps!r}")
     return steps
 
 
 class FedAvgClient(Codec):
-    """A client: its own weights between rounds, the server's average at each round's end."""
+    """A client: trains ``local_steps`` from each model it is sent, then sends its weights."""
 
     exchange = "params"
+    waits_for_model = True
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
@@ -88,90 +77,90 @@ class FedAvgClient(Codec):
                 f"{type(self).__name__} exchanges weights: it needs --exchange params or auto, "
                 f"got --exchange {settings.exchange}"
             )
-        self.local_steps = _local_steps(settings)
         samples = settings.node_samples
         self.n_samples = int(samples[node_id]) if len(samples) > node_id else 1
-        self.held = len(settings.node_2_block[node_id])
-        self.blocks: dict[int, np.ndarray] = {}
+        self.local_steps = _local_steps(settings, self.n_samples)
+        self.round = -1  # the round whose model this client trains from
         self.step = 0
-        self.round = 0  # the next round this client sends
-        self.applied = -1  # the last round whose average this client took
 
     def dispose(self) -> None:
-        self.blocks.clear()
-
-    def update_blocks(self, block_weight: BlockWeight) -> netEncapsulation | None:
-        self.blocks[block_weight.block_id] = block_weight.content
-        if len(self.blocks) < self.held:
-            return None
-        weights = self.local_weights(_mean([self.blocks[b] for b in sorted(self.blocks)]))
-        self.blocks.clear()
-        self.step += 1
-        if self.step % self.local_steps:
-            if not self.is_done():  # under ASGD a server average may be waiting: it wins
-                self.set_result(weights, _replace)
-            return None
-        self.round += 1
-        return netEncapsulation(
-            Parameter_Server, (self.round - 1, self.node_id, weights, self.n_samples)
-        )
+        return None
 
     def receive_blocks(self, content: tuple[int, np.ndarray]) -> None:
-        round_no, average = content
-        # Under SSGD the reply is always the round just sent; under ASGD it may come after
-        # the next send, and is still the newest global model unless a later one was taken.
-        if not self.applied < round_no < self.round:
-            self.record(
-                f"dropped the average of round {round_no} (sent up to {self.round - 1}, "
-                f"took {self.applied})"
-            )
+        round_no, model = content
+        if round_no <= self.round:
+            self.record(f"dropped the model of round {round_no} (has round {self.round})")
             return
-        self.applied = round_no
-        average = np.array(average, copy=True)
-        self.global_weights(average)
-        self.set_result(average, _replace)
+        self.round, self.step = round_no, 0
+        model = np.array(model, copy=True)
+        self.global_weights(model)
+        self.set_result(model, _replace)
+
+    def update_blocks(self, block_weight: BlockWeight) -> netEncapsulation | None:
+        weights = self.local_weights(block_weight.content)
+        self.step += 1
+        if self.step < self.local_steps:
+            self.set_result(weights, _replace)  # keep training from my own weights
+            return None
+        self.end_round()
+        return netEncapsulation(
+            Parameter_Server, (self.round, self.node_id, weights, self.n_samples)
+        )
+
+    def end_round(self) -> None:
+        """Called as the update leaves: drop what is not needed while waiting for a model."""
 
     def local_weights(self, weights: np.ndarray) -> np.ndarray:
         """The weights after a local step, as this client keeps and sends them."""
         return weights
 
     def global_weights(self, weights: np.ndarray) -> None:
-        """Told each new global model (the server's average); FedProx keeps it."""
+        """Told each global model this client is sent; FedProx keeps it."""
 
 
 class FedAvgServer(Codec):
-    """The server: per round, the sample-weighted average of the sampled clients' weights."""
+    """The server: picks each round's clients, averages their weights by sample count."""
 
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         settings = GlobalSettings.get_default()
-        self.fraction = float(GlobalSettings.get_params("fraction", 1.0))
+        self.fraction = float(GlobalSettings.get_params("fraction", DEFAULT_FRACTION))
         clients_per_round(self.fraction, settings.node_count)  # a bad fraction fails here
         self.seed = int(GlobalSettings.get_params("seed", settings.seed))
-        self.pending: dict[int, dict[int, tuple[np.ndarray, int]]] = defaultdict(dict)
+        self.round = 0
+        self.picked: list[int] = []
+        self.updates: dict[int, tuple[np.ndarray, int]] = {}
 
     def dispose(self) -> None:
-        self.pending.clear()
+        self.updates.clear()
+
+    def initial_weights(self, value: np.ndarray) -> netEncapsulation:
+        """The job's initial model: round 0 starts with it."""
+        return self._start_round(value)
+
+    def _start_round(self, model: np.ndarray) -> netEncapsulation:
+        nodes = GlobalSettings.get_default().nodes
+        self.picked = sample_clients(nodes, self.fraction, self.round, self.seed)
+        return netEncapsulation(self.picked, (self.round, model))
 
     def update_blocks(self, block_weight: BlockWeight) -> None:
         return None
 
     def receive_blocks(self, content: tuple[int, int, np.ndarray, int]) -> netEncapsulation | None:
         round_no, sender, weights, n_samples = content
-        settings = GlobalSettings.get_default()
-        if sender not in settings.nodes:
-            self.record(f"dropped weights of round {round_no} from unknown client {sender!r}")
+        if round_no != self.round or sender not in self.picked or sender in self.updates:
+            self.record(f"dropped an update of round {round_no} from client {sender!r}")
             return None
-        updates = self.pending[round_no]
-        updates[sender] = (weights, n_samples)
-        if len(updates) < settings.node_count:
+        self.updates[sender] = (weights, n_samples)
+        if len(self.updates) < len(self.picked):
             return None
-        del self.pending[round_no]
-        sampled = sample_clients(settings.nodes, self.fraction, round_no, self.seed)
         average = weighted_average(
-            [updates[c][0] for c in sampled], [updates[c][1] for c in sampled]
+            [self.updates[c][0] for c in self.picked], [self.updates[c][1] for c in self.picked]
         )
-        return netEncapsulation(settings.nodes, (round_no, average))
+        self.updates.clear()
+        self.set_result(average, _replace)  # the round's global model
+        self.round += 1
+        return self._start_round(average)
 
 
 class FedProxClient(FedAvgClient):
@@ -185,24 +174,17 @@ class FedProxClient(FedAvgClient):
         self.learn_rate = GlobalSettings.get_default().learn_rate
         self.anchor: np.ndarray | None = None
 
-    def initial_weights(self, value: np.ndarray) -> None:
-        """The job's initial weights: the global model of round 0."""
-        self.anchor = np.array(value, copy=True)
-
     def local_weights(self, weights: np.ndarray) -> np.ndarray:
-        if self.anchor is None:  # no global model known yet (e.g. psgd.testing)
+        if self.anchor is None:
             return weights
         return proximal_correction(weights, self.anchor, self.learn_rate, self.mu)
 
     def global_weights(self, weights: np.ndarray) -> None:
         self.anchor = weights
 
+    def end_round(self) -> None:
+        self.anchor = None  # set again from the next model: a waiting client keeps none
+
 
 class FedProxServer(FedAvgServer):
-    """FedProx's server is FedAvg's: the weighted average of the sampled clients."""
-
-
-def _mean(arrays: list[np.ndarray]) -> np.ndarray:
-    if len(arrays) == 1:
-        return arrays[0]
-    return np.mean(np.stack(arrays), axis=0, dtype=arrays[0].dtype)
+    """FedProx's server is FedAvg's: the weighted average of the picked clients."""

@@ -118,11 +118,19 @@ class Codec(metaclass=ABCMeta):
     result is published with ``set_result``. The framework calls ``update_blocks`` and
     ``receive_blocks`` of one instance one at a time; ``set_result`` is safe from any thread.
 
+    Optional class attributes: ``exchange = "params"`` (the codec merges weights, not steps)
+    and ``waits_for_model = True`` (a round-based client: the node trains only while every
+    layer codec holds a result, i.e. a round's model, and is idle, costing nothing, between
+    the package that ends its round and the next model it is sent).
+
     Parameters
     ----------
     node_id:
         This node's id: 0..N-1 for workers, ``Parameter_Server`` for the server.
     """
+
+    #: A round-based client: trains only while it holds a model (see the class docstring).
+    waits_for_model: bool = False
 
     def __init__(self, node_id: int) -> None:
         self.__node_id = node_id
@@ -184,6 +192,19 @@ class Codec(metaclass=ABCMeta):
     def record(self, message: str) -> None:
         """Write a line to this node's log."""
         self.__logger.info("node %s: %s", self.__node_id, message)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A parked virtual client's codecs travel to the executor that runs it: the lock
+        # and the logger are made anew there.
+        state = self.__dict__.copy()
+        state.pop("_Codec__update_mutex", None)
+        state.pop("_Codec__logger", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__update_mutex = threading.Lock()
+        self.__logger = logging.getLogger(f"psgd.codec.{type(self).__name__}")
 
 
 def collect_packages(codec: Codec, method: str, returned: Any) -> list[netEncapsulation]:

@@ -12,6 +12,7 @@ from psgd.errors import ConfigError
 from psgd.settings import check_assignment
 
 __all__ = [
+    "EVAL_MODES",
     "EXCHANGE_MODES",
     "JobSpec",
     "layer_codec_names",
@@ -21,6 +22,9 @@ __all__ = [
 
 EXCHANGE_MODES = ("auto", "delta", "params")
 SYNC_NAMES = ("ssgd", "asgd")
+#: What is evaluated: ``auto`` (the global model per round for round jobs, every node per
+#: epoch otherwise), ``global`` (the server's model), ``clients`` (each client's held-out split).
+EVAL_MODES = ("auto", "global", "clients")
 
 
 def new_job_id() -> str:
@@ -118,6 +122,14 @@ class JobSpec:
     components: int = 1
     train_samples: int | None = None
     test_samples: int | None = None
+    rounds: int | None = None
+    local_epochs: float | None = None
+    target_accuracy: float | None = None
+    eval: str = "auto"
+    eval_every: int = 1
+    client_test_fraction: float = 0.2
+    executors: int | None = None
+    batch_records: bool = False
     job_id: str = field(default_factory=new_job_id)
 
     def __post_init__(self) -> None:
@@ -155,6 +167,27 @@ class JobSpec:
         ):
             if limit is not None and limit < 1:
                 raise ConfigError(f"{option}: must be >= 1, got {limit}")
+        self._validate_rounds()
+
+    def _validate_rounds(self) -> None:
+        if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
+            raise ConfigError(f"--rounds: must be a whole number >= 1, got {self.rounds!r}")
+        if self.local_epochs is not None and not self.local_epochs > 0:
+            raise ConfigError(f"--local-epochs: must be > 0, got {self.local_epochs!r}")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ConfigError(f"--target-accuracy: must be in (0, 1], got {self.target_accuracy!r}")
+        if self.eval not in EVAL_MODES:
+            raise ConfigError(f"--eval: expected one of {EVAL_MODES}, got {self.eval!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ConfigError(f"--eval-every: must be a whole number >= 1, got {self.eval_every!r}")
+        if not 0 < self.client_test_fraction < 1:
+            raise ConfigError(
+                f"--client-test-fraction: must be in (0, 1), got {self.client_test_fraction!r}"
+            )
+        if self.executors is not None and (
+            not isinstance(self.executors, int) or self.executors < 0
+        ):
+            raise ConfigError(f"--executors: must be a whole number >= 0, got {self.executors!r}")
 
     @property
     def layer_count(self) -> int:

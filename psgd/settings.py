@@ -156,7 +156,7 @@ class GlobalSettings:
     node_2_block, block_2_node:
         ``node_2_block[node]`` lists the blocks a node holds; ``block_2_node[block]`` the
         nodes that hold a block.
-    node_samples, learn_rate, batch_size, sync, exchange, optimizer, seed:
+    node_samples, learn_rate, batch_size, sync, exchange, optimizer, seed, rounds, local_epochs:
         psgd extensions: training samples per worker and the job's settings.
     """
 
@@ -189,6 +189,10 @@ class GlobalSettings:
         self.exchange = ""
         self.optimizer = ""
         self.seed = 0
+        #: Federated jobs: rounds to run (0 when not a round job) and local epochs per round
+        #: (0.0 when not given: the codec's own default).
+        self.rounds = 0
+        self.local_epochs = 0.0
 
     @property
     def nodes(self) -> list[int]:
@@ -219,6 +223,8 @@ class GlobalSettings:
         )  # fmt: skip
         settings.sync, settings.exchange = spec.sync, spec.exchange
         settings.optimizer, settings.seed = spec.optimizer, spec.seed
+        settings.rounds = spec.rounds or 0
+        settings.local_epochs = float(spec.local_epochs or 0.0)
         return settings
 
     def get_adversary(self, block_id: int) -> list[int]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "client_local_steps",
     "clients_per_round",
     "local_epoch_steps",
     "proximal_correction",
@@ -120,6 +121,16 @@ def local_epoch_steps(node_samples: Sequence[int], batch_size: int) -> int | Non
     if not node_samples or batch_size < 1 or max(node_samples) < 1:
         return None
     return max(1, math.ceil(max(node_samples) / batch_size))
+
+
+def client_local_steps(n_samples: int, batch_size: int, local_epochs: float) -> int:
+    """McMahan et al.'s ``u_k = E * n_k / B`` local steps of a client, rounded up, at least 1."""
+    if batch_size < 1 or not local_epochs > 0:
+        raise ValueError(
+            f"client_local_steps: batch_size >= 1 and local_epochs > 0, got {batch_size}, "
+            f"{local_epochs}"
+        )
+    return max(1, math.ceil(local_epochs * max(n_samples, 1) / batch_size - 1e-9))
 
 
 def proximal_correction(

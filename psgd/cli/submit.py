@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from psgd.cli.params import LayerSizes, ParamType
+from psgd.cli.round_options import round_options
 from psgd.cli.tools import retrieve
 from psgd.cluster.runner import Target, run_job
 from psgd.errors import ConfigError, JobFailed, PsgdError
@@ -265,6 +266,7 @@ class _KeepsArgv(click.Command):
     help="Continue an interrupted run folder from its last checkpoint "
     "(job options come from its job.json; give --local/--workers/--simulate).",
 )
+@round_options
 @click.option("--job-id", "job_id", default=None, hidden=True)
 @click.pass_context
 def submit(ctx: click.Context, **options: Any) -> None:
@@ -276,6 +278,8 @@ def submit(ctx: click.Context, **options: Any) -> None:
       python job_submit.py --simulate                 # the same job in-process
       python job_submit.py --workers worker.json --codec fedavg.FedAvgClient \\
           --ps-codec fedavg.FedAvgServer --node_count 4 --param local_steps=50
+      python job_submit.py --simulate --codec federated.FedAvgClient \\
+          --ps-codec federated.FedAvgServer --node_count 100 --rounds 50   # FL rounds
       python job_submit.py retrieve runs/<job-id>     # results of a --detach job
     """
     simulate_flag = options.pop("simulate")

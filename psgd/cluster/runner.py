@@ -33,6 +33,9 @@ class _Printer:
         if self.quiet:
             return
         elapsed = time.perf_counter() - self.start
+        if event["type"] == "round":
+            click.echo(f"[{elapsed:7.1f}s] {round_line(event)}")
+            return
         with self.lock:
             head = f"[{elapsed:7.1f}s] epoch {event['epoch']}/{self.epochs}  node {event['node']}"
             if event["type"] == "epoch":
@@ -46,7 +49,30 @@ class _Printer:
                 )
 
 
+def round_line(event: dict[str, Any]) -> str:
+    """One console line for a finished round."""
+    line = (
+        f"round {event['round']}/{event['rounds']}  {event['clients']} clients  "
+        f"train loss {event['train_loss']:.4f}"
+    )
+    if "accuracy" in event:
+        line += f"  test loss {event['loss']:.4f}  accuracy {event['accuracy']:.4f}"
+    if "client_accuracy_p10" in event:
+        line += (
+            f" (clients: p10 {event['client_accuracy_p10']:.4f}, "
+            f"worst {event['client_accuracy_worst']:.4f})"
+        )
+    return line + f"  up {_mb(event['bytes_up'])} down {_mb(event['bytes_down'])}"
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB"
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
+    if "rounds" in summary:
+        _print_round_summary(summary, out)
+        return
     click.echo("")
     click.echo(f"job {summary['job_id']}: {summary['status']}")
     for node in summary["nodes"]:
@@ -64,10 +90,40 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     click.echo(f"  records: {out}")
 
 
+def _print_round_summary(summary: dict[str, Any], out: Path) -> None:
+    click.echo("")
+    click.echo(f"job {summary['job_id']}: {summary['status']}")
+    what = "mean client accuracy" if summary["eval"] == "clients" else "test accuracy"
+    click.echo(
+        f"  round {summary['evaluated_round']}: {what} {summary['accuracy']:.4f}  "
+        f"loss {summary['loss']:.4f}"
+    )
+    if "client_accuracy_p10" in summary:
+        click.echo(
+            f"  clients: 10th percentile {summary['client_accuracy_p10']:.4f}  "
+            f"worst {summary['client_accuracy_worst']:.4f}"
+        )
+    if summary.get("target_accuracy") is not None:
+        reached = summary.get("target_round")
+        click.echo(
+            f"  target {summary['target_accuracy']}: "
+            + (f"reached in round {reached}" if reached else "not reached")
+        )
+    click.echo(
+        f"  {summary['rounds']} rounds in {summary['wall_s']:.1f}s "
+        f"({summary['s_per_round']}s a round), {summary['clients_trained']} clients trained, "
+        f"up {_mb(summary['bytes_up'])} down {_mb(summary['bytes_down'])}"
+    )
+    click.echo(f"  records: {out}")
+
+
 def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, Any]:
     """Write summary, records, model, logs and plot of a finished (or failed) job."""
     from psgd.codec import Parameter_Server
     from psgd.results.report import build_summary, write_records
+
+    if result.round_rows or result.figures:
+        return _write_round_run(folder, spec, result, mode)
 
     summary = build_summary(
         spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode,
@@ -83,6 +139,34 @@ def _write_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, 
     _plot(folder, result)
     folder.write_json("summary.json", summary)
     return summary
+
+
+def _write_round_run(folder: Any, spec: JobSpec, result: Any, mode: str) -> dict[str, Any]:
+    from psgd.results.report import build_round_summary, write_round_records
+
+    summary = build_round_summary(spec, result, mode)
+    write_round_records(folder, result)
+    if result.weights and not result.error:
+        _save_models(folder, spec, next(iter(result.weights.values())))
+    _plot_rounds(folder, result)
+    folder.write_json("summary.json", summary)
+    return summary
+
+
+def _plot_rounds(folder: Any, result: Any) -> None:
+    try:
+        from psgd.results.plot import plot_run
+    except ImportError:
+        return
+    rows = result.round_rows
+    losses: dict[str, Sequence[float]] = {"train loss": [row["train_loss"] for row in rows]}
+    accuracy: dict[str, Sequence[float]] = {
+        "accuracy": [row["accuracy"] for row in rows if "accuracy" in row]
+    }
+    try:
+        plot_run(folder.file("plot.png"), losses, accuracy, title=folder.path.name)
+    except Exception:
+        logging.getLogger(__name__).exception("could not draw plot.png")
 
 
 def _save_models(folder: Any, spec: JobSpec, weights: list[Any]) -> None:
@@ -166,6 +250,16 @@ def run_job(
     try:
         job = prepare_job(spec)
         folder.write_json("job.json", spec.to_dict())
+        from psgd.train.rounds import is_round_job
+
+        if is_round_job(job):
+            result = _run_rounds(job, target, quiet, states is not None)
+            summary = _write_run(folder, spec, result, "simulate")
+            if not quiet:
+                print_summary(summary, out)
+            if summary["status"] != "completed":
+                raise JobFailed(summary["error"])
+            return summary
         steps = job.trainer_config.steps_per_epoch
         job.trainer_config.progress_every = max(1, steps // 4)
         if not quiet:
@@ -193,6 +287,29 @@ def run_job(
     if summary["status"] != "completed":
         raise JobFailed(summary["error"])
     return summary
+
+
+def _run_rounds(job: Any, target: Target, quiet: bool, resume: bool) -> Any:
+    """A round-based federated job, in this process (on daemons: not yet)."""
+    from psgd.train.executors import default_executor_count
+    from psgd.train.rounds import DEFAULT_ROUNDS, run_rounds
+
+    spec = job.spec
+    if not target.simulate:
+        raise ConfigError(
+            f"{spec.codec_names()[0]} is a round-based client: round-based federated jobs run "
+            "in-process for now; use --simulate (executors use every core)"
+        )
+    if resume:
+        raise ConfigError("--resume: round-based jobs have no checkpoints yet")
+    if not quiet:
+        executors = default_executor_count() if spec.executors is None else spec.executors
+        click.echo(
+            f"job {spec.job_id}: {spec.node_count} clients, codec {spec.codec}, "
+            f"ps codec {spec.ps_codec}, {spec.rounds or DEFAULT_ROUNDS} rounds, "
+            f"{executors or 'no'} executor processes, in-process"
+        )
+    return run_rounds(job, _Printer(spec.epochs, quiet))
 
 
 def _resumable(out: Path, node_count: int) -> dict[int, dict[str, Any]]:

@@ -403,4 +403,4 @@ class Submitter:
             if node.weights is not None:
                 weights[node.node] = node.weights
         reports.sort(key=lambda r: r.node_id)
-        return RunResult(reports, ps_bytes, wall_s, error, weights, logs, self.diverged)
+        return RunResult(reports, ps_bytes, wall_s, error, weights, logs, diverged=self.diverged)

@@ -116,5 +116,13 @@ class MixtureMLP:
         for m, component in enumerate(self.components):
             component.set_weights(weights[m * per : (m + 1) * per])
 
+    def personal_state(self) -> list[np.ndarray]:
+        """What never leaves a client: the mixture weights ``pi``."""
+        return [self.pi.copy()]
+
+    def load_personal_state(self, state: list[np.ndarray]) -> None:
+        """Restore ``personal_state`` (another client's, or the initial uniform weights)."""
+        self.pi = np.array(state[0], dtype=np.float64, copy=True)
+
     def __repr__(self) -> str:
         return f"MixtureMLP({len(self.components)} x {self.components[0]!r}, pi={self.pi.round(3)})"

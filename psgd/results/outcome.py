@@ -72,6 +72,11 @@ class RunResult:
     error: str | None = None
     weights: dict[int, list[Any]] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)
+    #: Round-based jobs: one row per round (``rounds.csv``), per-batch client rows when
+    #: asked (``clients.csv``), and job-level figures for ``summary.json``.
+    round_rows: list[dict[str, Any]] = field(default_factory=list)
+    batch_rows: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
     #: The job failed because a node's loss or weights became non-finite (``error`` says where).
     diverged: bool = False
 

@@ -10,7 +10,7 @@ from psgd.job import JobSpec
 from psgd.results.outcome import NodeReport, RunResult
 from psgd.results.records import RunFolder
 
-__all__ = ["RunResult", "build_summary", "write_records"]
+__all__ = ["build_round_summary", "build_summary", "write_records", "write_round_records"]
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -55,8 +55,60 @@ def build_summary(
     }
 
 
+def build_round_summary(spec: JobSpec, result: RunResult, mode: str = "simulate") -> dict[str, Any]:
+    """``summary.json`` of a round-based job: the last evaluated round's figures, totals.
+
+    ``samples_per_s`` is client training throughput: samples trained over the summed
+    training time of the client runs (so it does not depend on how many executors ran them).
+    """
+    rows = result.round_rows
+    evaluated = [row for row in rows if "accuracy" in row]
+    last = evaluated[-1] if evaluated else {}
+    samples = sum(row["samples"] for row in rows)
+    train_s = result.figures.get("train_s", 0.0)
+    summary: dict[str, Any] = {
+        "job_id": spec.job_id,
+        "status": result.status,
+        "error": result.error,
+        "mode": mode,
+        "accuracy": last.get("accuracy", float("nan")),
+        "loss": last.get("loss", float("nan")),
+        "rounds": len(rows),
+        "evaluated_round": last.get("round"),
+        "eval": "clients" if spec.eval == "clients" else "global",
+        "samples_per_s": round(samples / train_s, 1) if train_s > 0 else 0.0,
+        "samples": samples,
+        "wall_s": round(result.wall_s, 3),
+        "s_per_round": round(result.wall_s / len(rows), 4) if rows else None,
+        "bytes_up": sum(row["bytes_up"] for row in rows),
+        "bytes_down": sum(row["bytes_down"] for row in rows),
+        "bytes_sent": {"clients": sum(row["bytes_up"] for row in rows), "ps": result.ps_bytes_sent},
+        **{k: v for k, v in result.figures.items() if k != "train_s"},
+        "spec": spec.to_dict(),
+    }
+    for key in ("client_accuracy_p10", "client_accuracy_worst"):
+        if key in last:
+            summary[key] = last[key]
+    return summary
+
+
 def write_records(folder: RunFolder, reports: Sequence[NodeReport]) -> None:
     """Per worker: ``train-node<i>.csv`` (per batch) and ``eval-node<i>.csv`` (per epoch)."""
     for report in reports:
         folder.write_csv(f"train-node{report.node_id}.csv", report.batch_rows)
         folder.write_csv(f"eval-node{report.node_id}.csv", report.epoch_rows)
+
+
+def write_round_records(folder: RunFolder, result: RunResult) -> None:
+    """``rounds.csv`` (one row per round) and, when asked, ``clients.csv`` (per client batch).
+
+    The folder holds the same files whatever the number of clients.
+    """
+    columns: dict[str, None] = {}
+    for row in result.round_rows:
+        columns.update(dict.fromkeys(row))
+    folder.write_csv(
+        "rounds.csv", [{k: row.get(k, "") for k in columns} for row in result.round_rows]
+    )
+    if result.batch_rows:
+        folder.write_csv("clients.csv", result.batch_rows)

@@ -36,6 +36,15 @@ class PreparedJob:
     block_indices: list[np.ndarray]
     trainer_config: TrainerConfig
     attacks: dict[int, Attack] = field(default_factory=dict)
+    #: ``--eval clients``: each client's held-out rows of the training set (not trained on).
+    client_test_indices: list[np.ndarray] | None = None
+
+    def client_train_indices(self) -> list[np.ndarray]:
+        """Each node's training rows: the union of the blocks it holds."""
+        return [
+            np.concatenate([self.block_indices[b] for b in blocks])
+            for blocks in self.settings.node_2_block
+        ]
 
     def build_model(self) -> Learner:
         """A fresh model holding the job's initial weights."""
@@ -114,6 +123,9 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     blocks = partition(
         dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
     )
+    held_out = None
+    if spec.eval == "clients":
+        blocks, held_out = hold_out(blocks, spec.client_test_fraction, spec.seed)
     settings.node_samples = [
         sum(len(blocks[b]) for b in settings.node_2_block[n]) for n in range(spec.node_count)
     ]
@@ -134,7 +146,61 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
     _try_codecs(settings, codec_classes, ps_classes)
     attacks = parse_attacks(spec.attacks, spec.node_count)
-    return PreparedJob(
+    job = PreparedJob(
         spec, settings, dataset, codec_classes, ps_classes, model.get_weights(), blocks, config,
-        attacks,
+        attacks, held_out,
     )  # fmt: skip
+    _check_rounds(job)
+    return job
+
+
+def hold_out(
+    blocks: list[np.ndarray], fraction: float, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split each block into training rows and held-out rows (``fraction`` of it, at least 1).
+
+    A block too small to give both keeps one training row and holds out the rest.
+    """
+    rng = np.random.default_rng([seed, 1717])
+    train, test = [], []
+    for rows in blocks:
+        shuffled = rows[rng.permutation(len(rows))]
+        n_test = min(max(1, round(fraction * len(rows))), max(len(rows) - 1, 0))
+        train.append(np.sort(shuffled[n_test:]))
+        test.append(np.sort(shuffled[:n_test]))
+    return train, test
+
+
+def _check_rounds(job: PreparedJob) -> None:
+    """Round options need round-based codecs, and round-based codecs need a server."""
+    spec = job.spec
+    waits = [cls.__name__ for cls in job.codec_classes if getattr(cls, "waits_for_model", False)]
+    round_options = {
+        "--rounds": spec.rounds is not None,
+        "--local-epochs": spec.local_epochs is not None,
+        "--target-accuracy": spec.target_accuracy is not None,
+        "--eval clients": spec.eval == "clients",
+        "--eval global": spec.eval == "global",
+    }
+    if not waits:
+        used = [name for name, given in round_options.items() if given]
+        if used:
+            raise ConfigError(
+                f"{used[0]} is for round-based federated jobs, whose client codec waits for "
+                f"a model (e.g. --codec federated.FedAvgClient --ps-codec "
+                f"federated.FedAvgServer); {spec.codec_names()[0]} trains every batch"
+            )
+        return
+    if len(waits) != len(job.codec_classes):
+        raise ConfigError(
+            f"--codec: every layer of a round-based job needs a round-based codec; "
+            f"{waits[0]} waits for a model but other layers' codecs do not"
+        )
+    if job.ps_classes is None:
+        raise ConfigError(f"--codec {waits[0]} is a round-based client: give --ps-codec too")
+    if spec.redundancy != 1:
+        raise ConfigError("round-based jobs give each client its own data: use --redundancy 1")
+    if spec.sync != "ssgd" or spec.exchange == "delta":
+        raise ConfigError(
+            f"{waits[0]} exchanges weights in rounds: use --sync ssgd and --exchange auto|params"
+        )

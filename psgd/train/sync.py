@@ -23,7 +23,7 @@ from psgd.codec import BlockWeight, Codec, collect_packages
 from psgd.errors import CodecError, PsgdError, SyncTimeout
 from psgd.net.channel import Channel, JobAborted, Package
 
-__all__ = ["ASGD", "SSGD", "SYNC_MODES", "CodecSet", "make_driver", "serve"]
+__all__ = ["ASGD", "SSGD", "SYNC_MODES", "CodecSet", "build_codecs", "make_driver", "serve"]
 
 _log = logging.getLogger(__name__)
 
@@ -50,15 +50,7 @@ class CodecSet:
     ) -> None:
         self.node_id = node_id
         self.channel = channel
-        self.codecs: list[Codec] = []
-        for layer, cls in enumerate(classes):
-            try:
-                self.codecs.append(cls(node_id))
-            except Exception as exc:
-                raise CodecError(
-                    f"node {node_id} layer {layer}: {cls.__name__}.__init__ raised "
-                    f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-                ) from exc
+        self.codecs: list[Codec] = build_codecs(node_id, classes)
         self._locks = [threading.Lock() for _ in self.codecs]
         self._batch = threading.local()
         self.packages_sent = 0
@@ -66,6 +58,16 @@ class CodecSet:
             for layer, codec in enumerate(self.codecs):
                 if callable(getattr(codec, "initial_weights", None)):
                     self.call(layer, "initial_weights", np.array(initial[layer], copy=True))
+
+    @classmethod
+    def around(cls, node_id: int, codecs: list[Codec], channel: Channel) -> CodecSet:
+        """A set over codec instances that already exist (a virtual client's, between runs)."""
+        self = cls.__new__(cls)
+        self.node_id, self.channel, self.codecs = node_id, channel, codecs
+        self._locks = [threading.Lock() for _ in codecs]
+        self._batch = threading.local()
+        self.packages_sent = 0
+        return self
 
     def __len__(self) -> int:
         return len(self.codecs)
@@ -137,6 +139,20 @@ class CodecSet:
                 codec.dispose()
             except Exception:
                 _log.exception("node %s layer %s: dispose() raised", self.node_id, layer)
+
+
+def build_codecs(node_id: int, classes: Sequence[type[Codec]]) -> list[Codec]:
+    """One instance of each layer's codec class for ``node_id``; a failure names the layer."""
+    codecs = []
+    for layer, cls in enumerate(classes):
+        try:
+            codecs.append(cls(node_id))
+        except Exception as exc:
+            raise CodecError(
+                f"node {node_id} layer {layer}: {cls.__name__}.__init__ raised "
+                f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            ) from exc
+    return codecs
 
 
 class SSGD:

@@ -1,0 +1,182 @@
+"""Run a round-based federated job in this process: the scheduler, executors, evaluation.
+
+A round is the server's aggregation step. Each round's global model (the server codecs'
+results) is evaluated where FL evaluates it: by default once on the test set (``--eval
+global``); with ``--eval clients`` every client's own model (the global model with the
+client's personal state, e.g. FedEM's mixture weights) on the client's held-out split, reported
+as the distribution over clients (mean, 10th percentile, worst). ``--eval-every N`` evaluates
+every N rounds (and always the last); ``--target-accuracy A`` ends the job at the first
+evaluated round at or above A.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from psgd.codec import Parameter_Server
+from psgd.errors import Diverged, PsgdError
+from psgd.nn import Learner
+from psgd.nn.blas import blas_threads
+from psgd.results.outcome import RunResult
+from psgd.settings import GlobalSettings
+from psgd.train.executors import default_executor_count, make_executors
+from psgd.train.node import ClientRunner
+from psgd.train.prepare import PreparedJob
+from psgd.train.scheduler import RoundStats, Scheduler
+
+__all__ = ["DEFAULT_ROUNDS", "is_round_job", "run_rounds"]
+
+_log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+
+#: Rounds a round-based job runs when ``--rounds`` is not given.
+DEFAULT_ROUNDS = 10
+
+
+def is_round_job(job: PreparedJob) -> bool:
+    """True when the clients' codecs wait for a model (round-based federated codecs)."""
+    return any(getattr(cls, "waits_for_model", False) for cls in job.codec_classes)
+
+
+class _Evaluator:
+    """Evaluates each round's global model: on the test set, or on every client's split."""
+
+    def __init__(self, job: PreparedJob, model: Learner) -> None:
+        self.job = job
+        self.model = model
+        self.per_client = job.spec.eval == "clients"
+        self.personal: dict[int, list[np.ndarray]] = {}
+        get = getattr(model, "personal_state", None)
+        self.initial_personal = get() if callable(get) else None
+
+    def __call__(self, weights: list[np.ndarray], personal: dict[int, Any]) -> dict[str, float]:
+        self.model.set_weights(weights)
+        if not self.per_client:
+            loss, accuracy = self.model.evaluate(self.job.dataset.x_test, self.job.dataset.y_test)
+            return {"accuracy": float(accuracy), "loss": float(loss)}
+        held_out = self.job.client_test_indices
+        assert held_out is not None
+        data = self.job.dataset
+        accuracies, losses = [], []
+        load = getattr(self.model, "load_personal_state", None)
+        for node, rows in enumerate(held_out):
+            if callable(load):
+                load(personal.get(node) or self.initial_personal)
+            loss, accuracy = self.model.evaluate(data.x_train[rows], data.y_train[rows])
+            accuracies.append(accuracy)
+            losses.append(loss)
+        values = np.array(accuracies)
+        return {
+            "accuracy": float(values.mean()),
+            "loss": float(np.mean(losses)),
+            "client_accuracy_p10": float(np.percentile(values, 10)),
+            "client_accuracy_worst": float(values.min()),
+        }
+
+
+def _check_finite(stats: RoundStats, model: list[np.ndarray]) -> None:
+    """A round whose training loss or global model is not finite ends the job ``diverged``."""
+    if stats.steps and not np.isfinite(stats.train_loss):  # no steps: no loss, not nan
+        raise Diverged(
+            f"round {stats.round_no} diverged: the clients' training loss is {stats.train_loss} "
+            f"(clients {sorted(stats.clients)[:10]})"
+        )
+    for layer, value in enumerate(model):
+        if not np.isfinite(value).all():
+            raise Diverged(
+                f"node {Parameter_Server} (the server) diverged: layer {layer} of the global "
+                f"model became non-finite (nan or inf) in round {stats.round_no}"
+            )
+
+
+def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
+    """Run ``job`` round by round; never raises for the job's own failure (see ``error``)."""
+    emit = emit or (lambda event: None)
+    spec = job.spec
+    rounds = spec.rounds or DEFAULT_ROUNDS
+    GlobalSettings.set_default(job.settings)
+    data = job.dataset
+    clients = job.client_train_indices()
+    count = default_executor_count() if spec.executors is None else spec.executors
+
+    def make_runner() -> ClientRunner:
+        return ClientRunner(
+            job.build_model(), data.x_train, data.y_train, clients, spec.batch_size,
+            spec.optimizer, spec.learn_rate, spec.seed, spec.job_id, spec.batch_records,
+        )  # fmt: skip
+
+    evaluate = _Evaluator(job, job.build_model())
+    rows: list[dict[str, Any]] = []
+    batch_rows: list[dict[str, Any]] = []
+    final: dict[str, Any] = {"model": job.initial_weights, "target_round": None, "train_s": 0.0}
+    start = time.perf_counter()
+    scheduler: Scheduler | None = None
+
+    def on_round(stats: RoundStats, model: list[np.ndarray]) -> bool:
+        _check_finite(stats, model)
+        final["model"] = model
+        final["train_s"] += stats.train_s
+        last = stats.round_no >= rounds
+        row: dict[str, Any] = {
+            "round": stats.round_no,
+            "clients": len(stats.clients),
+            "samples": stats.samples,
+            "train_loss": round(stats.train_loss, 6),
+            "bytes_up": stats.bytes_up,
+            "bytes_down": stats.bytes_down,
+        }
+        if last or stats.round_no % spec.eval_every == 0:
+            assert scheduler is not None
+            personal = {n: s.personal for n, s in scheduler.parked.items() if s.personal}
+            row.update({k: round(v, 6) for k, v in evaluate(model, personal).items()})
+        row["wall_s"] = round(time.perf_counter() - start, 4)
+        rows.append(row)
+        batch_rows.extend(stats.batch_rows)
+        emit({"type": "round", "rounds": rounds, **row})
+        reached = spec.target_accuracy is not None and row.get("accuracy", 0.0) >= (
+            spec.target_accuracy
+        )
+        if reached and final["target_round"] is None:
+            final["target_round"] = stats.round_no
+        return reached or last
+
+    error, diverged = None, False
+    with blas_threads(1):
+        executors = make_executors(count, make_runner)
+        try:
+            scheduler = Scheduler(
+                spec.job_id, spec.node_count, job.codec_classes, job.ps_classes or [],
+                job.initial_weights, executors, on_round, rounds,
+            )  # fmt: skip
+            scheduler.run()
+        except PsgdError as exc:
+            error, diverged = str(exc), isinstance(exc, Diverged)
+            _log.error("%s", error)
+        finally:
+            executors.close()
+    wall = time.perf_counter() - start
+    ps_bytes = scheduler.server.channel.bytes_sent if scheduler is not None else 0
+    return RunResult(
+        reports=[],
+        ps_bytes_sent=ps_bytes,
+        wall_s=wall,
+        error=error,
+        weights={Parameter_Server: list(final["model"])},
+        round_rows=rows,
+        batch_rows=batch_rows,
+        diverged=diverged,
+        figures={
+            "rounds": len(rows),
+            "target_accuracy": spec.target_accuracy,
+            "target_round": final["target_round"],
+            "executors": count,
+            "clients_trained": len(scheduler.parked) if scheduler is not None else 0,
+            "train_s": final["train_s"],
+        },
+    )
