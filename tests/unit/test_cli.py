@@ -147,3 +147,14 @@ def test_a_diverging_run_ends_diverged_and_exits_non_zero(tmp_path):
     assert summary["status"] == "diverged"
     assert re.match(r"node \d diverged: .*\(round 0\)$", summary["error"])
     assert "diverged" in result.output
+
+
+def test_a_diverging_round_job_ends_diverged(tmp_path):
+    out = tmp_path / "run"
+    federated = ["--codec", "federated.FedAvgClient", "--ps-codec", "federated.FedAvgServer",
+                 "--node_count", "4", "--rounds", "3", "--optimizer", "sgd", "--learn_rate",
+                 "1e30"]  # fmt: skip
+    result = CliRunner().invoke(submit, [*QUICK, *federated, "--out", str(out)])
+    assert result.exit_code == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["error"].startswith("round 1 diverged")
