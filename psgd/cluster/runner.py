@@ -94,10 +94,11 @@ def _print_round_summary(summary: dict[str, Any], out: Path) -> None:
     click.echo("")
     click.echo(f"job {summary['job_id']}: {summary['status']}")
     what = "mean client accuracy" if summary["eval"] == "clients" else "test accuracy"
-    click.echo(
-        f"  round {summary['evaluated_round']}: {what} {summary['accuracy']:.4f}  "
-        f"loss {summary['loss']:.4f}"
-    )
+    if summary["evaluated_round"] is not None:
+        click.echo(
+            f"  round {summary['evaluated_round']}: {what} {summary['accuracy']:.4f}  "
+            f"loss {summary['loss']:.4f}"
+        )
     if "client_accuracy_p10" in summary:
         click.echo(
             f"  clients: 10th percentile {summary['client_accuracy_p10']:.4f}  "
@@ -109,9 +110,10 @@ def _print_round_summary(summary: dict[str, Any], out: Path) -> None:
             f"  target {summary['target_accuracy']}: "
             + (f"reached in round {reached}" if reached else "not reached")
         )
+    pace = f" ({summary['s_per_round']}s a round)" if summary["rounds"] else ""
     click.echo(
-        f"  {summary['rounds']} rounds in {summary['wall_s']:.1f}s "
-        f"({summary['s_per_round']}s a round), {summary['clients_trained']} clients trained, "
+        f"  {summary['rounds']} rounds in {summary['wall_s']:.1f}s{pace}, "
+        f"{summary['clients_trained']} clients trained, "
         f"up {_mb(summary['bytes_up'])} down {_mb(summary['bytes_down'])}"
     )
     click.echo(f"  records: {out}")

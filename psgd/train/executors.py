@@ -15,14 +15,24 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from psgd.errors import CodecError, PsgdError
 from psgd.train.node import ClientRunner, ClientState, RunOutcome
+from psgd.train.shm import put_messages, read_frames, remove_all
 
-__all__ = ["Executors", "InlineExecutors", "ProcessExecutors", "default_executor_count"]
+__all__ = [
+    "Executors",
+    "InlineExecutors",
+    "ProcessExecutors",
+    "Task",
+    "default_executor_count",
+    "make_executors",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -38,14 +48,23 @@ def default_executor_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: One client to run: its state, the round it trains for, and the packages sent to it since
+#: its last run (encoded frames, or ``SharedFrames`` for process executors).
+Task = tuple[ClientState, int, list[Any]]
+
+
 class Executors(Protocol):
-    """Runs clients: ``submit`` a client to executor ``index``, ``wait`` for outcomes."""
+    """Runs clients: ``submit`` a batch of tasks to executor ``index``, ``wait`` for them.
+
+    ``shared`` executors read messages from shared memory (``psgd.train.shm``).
+    """
 
     count: int
+    shared: bool
 
-    def submit(self, index: int, state: ClientState, round_no: int) -> None: ...
+    def submit(self, index: int, tasks: list[Task]) -> None: ...
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, RunOutcome]]: ...
+    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]: ...
 
     def close(self) -> None: ...
 
@@ -54,15 +73,16 @@ class InlineExecutors:
     """One executor: runs each submitted client at once, in this thread."""
 
     count = 1
+    shared = False
 
     def __init__(self, make_runner: Callable[[], ClientRunner]) -> None:
         self.runner = make_runner()
-        self._done: list[tuple[int, RunOutcome]] = []
+        self._done: list[tuple[int, list[RunOutcome]]] = []
 
-    def submit(self, index: int, state: ClientState, round_no: int) -> None:
-        self._done.append((index, self.runner.run(state, round_no)))
+    def submit(self, index: int, tasks: list[Task]) -> None:
+        self._done.append((index, [self.runner.run(*task) for task in tasks]))
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, RunOutcome]]:
+    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]:
         done, self._done = self._done, []
         return done
 
@@ -70,83 +90,143 @@ class InlineExecutors:
         return None
 
 
-def _serve(conn: Connection, make_runner: Callable[[], ClientRunner]) -> None:
+def _serve(
+    tasks: Connection,
+    outcomes_pipe: Connection,
+    make_runner: Callable[[], ClientRunner],
+    prefix: str,
+) -> None:
     """An executor process: run the clients it is sent until told to stop.
 
-    BLAS keeps the one thread the parent limited it to before forking (threadpoolctl is
-    not called again here: re-initialising BLAS thread pools in a forked child can hang).
+    A reader thread takes tasks off the pipe as they come, so the scheduler can queue the next
+    client while this one trains and never blocks on a full pipe. BLAS keeps the one thread
+    the parent limited it to before forking (threadpoolctl is not called again here:
+    re-initialising BLAS thread pools in a forked child can hang).
     """
+    queued: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read() -> None:
+        while True:
+            try:
+                queued.put(pickle.loads(tasks.recv_bytes()))
+            except (EOFError, OSError):  # the scheduler is gone
+                queued.put(None)
+                return
+
+    threading.Thread(target=read, name="psgd-executor-reader", daemon=True).start()
     runner = make_runner()
     while True:
-        try:
-            task = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):  # the scheduler is gone
-            return
+        task = queued.get()
         if task is None:
             return
-        state, round_no = task
-        outcome = runner.run(state, round_no)
+        outcomes: list[RunOutcome] = []
+        copies: dict[Any, list[memoryview]] = {}  # a broadcast is read once per task
+        for state, round_no, messages in task:
+            for ref in messages:
+                if ref not in copies:
+                    copies[ref] = read_frames(ref)
+            outcomes.append(runner.run(state, round_no, [copies[ref] for ref in messages]))
+        sent = [frames for outcome in outcomes for _, frames in outcome.messages]
+        refs = iter(put_messages(sent, prefix) if sent else [])
+        for outcome in outcomes:
+            outcome.messages = [(targets, next(refs)) for targets, _ in outcome.messages]
         try:
-            answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            outcome.state.codecs = []
-            outcome.error = f"node {state.node_id}: its codecs cannot be pickled: {exc}"
-            answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        conn.send_bytes(answer)
+            answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            for outcome in outcomes:
+                outcome.error = outcome.error or _pickle_error(outcome)
+                outcome.state.codecs = []
+            answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            outcomes_pipe.send_bytes(answer)
+        except OSError:
+            return
+
+
+def _pickle_error(outcome: RunOutcome) -> str | None:
+    try:
+        pickle.dumps(outcome.state)
+    except Exception as exc:
+        return f"node {outcome.state.node_id}: its codecs cannot be pickled: {exc}"
+    return None
 
 
 class ProcessExecutors:
-    """``count`` forked executor processes, one pipe each."""
+    """``count`` forked executor processes, a task pipe and an outcome pipe each.
 
-    def __init__(self, count: int, make_runner: Callable[[], ClientRunner]) -> None:
+    Messages travel through shared memory segments named ``<prefix>-...``.
+    """
+
+    shared = True
+
+    def __init__(
+        self, count: int, make_runner: Callable[[], ClientRunner], prefix: str = "psgd"
+    ) -> None:
         context = multiprocessing.get_context("fork")
         self.count = count
-        self._conns: list[Connection] = []
+        self.prefix = prefix
+        self._tasks: list[Connection] = []
+        self._outcomes: list[Connection] = []
         self._procs: list[Any] = []
         self._busy = [0] * count
         for index in range(count):
-            parent, child = context.Pipe()
+            task_read, task_write = context.Pipe(duplex=False)
+            outcome_read, outcome_write = context.Pipe(duplex=False)
             proc = context.Process(
-                target=_serve, args=(child, make_runner), name=f"psgd-executor-{index}",
-                daemon=True,
+                target=_serve, args=(task_read, outcome_write, make_runner, prefix),
+                name=f"psgd-executor-{index}", daemon=True,
             )  # fmt: skip
             proc.start()
-            child.close()
-            self._conns.append(parent)
+            task_read.close()
+            outcome_write.close()
+            self._tasks.append(task_write)
+            self._outcomes.append(outcome_read)
             self._procs.append(proc)
 
-    def submit(self, index: int, state: ClientState, round_no: int) -> None:
+    def submit(self, index: int, tasks: list[Task]) -> None:
         try:
-            task = pickle.dumps((state, round_no), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            names = sorted({type(c).__name__ for c in state.codecs})
-            raise CodecError(
-                f"node {state.node_id}: codecs {names} cannot be pickled ({exc}); a virtual "
-                "client's codecs move between executor processes: keep locks, files and "
-                "threads out of codec attributes, or run with --executors 0"
-            ) from None
-        self._conns[index].send_bytes(task)
+            task = pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            for state, _, _ in tasks:
+                try:
+                    pickle.dumps(state)
+                except Exception as exc:
+                    names = sorted({type(c).__name__ for c in state.codecs})
+                    raise CodecError(
+                        f"node {state.node_id}: codecs {names} cannot be pickled ({exc}); a "
+                        "virtual client's codecs move between executor processes: keep locks, "
+                        "files and threads out of codec attributes, or run with --executors 0"
+                    ) from None
+            raise
+        try:
+            self._tasks[index].send_bytes(task)
+        except OSError:
+            raise self._died(index) from None
         self._busy[index] += 1
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, RunOutcome]]:
-        waiting = [conn for conn, busy in zip(self._conns, self._busy, strict=True) if busy]
+    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]:
+        waiting = [self._outcomes[i] for i, busy in enumerate(self._busy) if busy]
         if not waiting:
             return []
         done = []
         for conn in wait(waiting, timeout_s):
-            index = self._conns.index(conn)  # type: ignore[arg-type]
+            index = self._outcomes.index(conn)  # type: ignore[arg-type]
             try:
-                outcome = pickle.loads(conn.recv_bytes())  # type: ignore[union-attr]
+                outcome = pickle.loads(self._outcomes[index].recv_bytes())
             except (EOFError, OSError):
-                code = self._procs[index].exitcode
-                raise PsgdError(f"executor process {index} died (exit code {code})") from None
+                raise self._died(index) from None
             self._busy[index] -= 1
             done.append((index, outcome))
         return done
 
+    def _died(self, index: int) -> PsgdError:
+        self._procs[index].join(1.0)
+        code = self._procs[index].exitcode
+        return PsgdError(f"executor process {index} died (exit code {code})")
+
     def close(self) -> None:
         """Stop the processes: idle ones are told to, busy ones (work nobody needs) killed."""
-        for conn, proc, busy in zip(self._conns, self._procs, self._busy, strict=True):
+        for conn, proc, busy in zip(self._tasks, self._procs, self._busy, strict=True):
             if busy:
                 proc.kill()
                 continue
@@ -157,12 +237,15 @@ class ProcessExecutors:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        for conn in self._conns:
+        for conn in self._tasks + self._outcomes:
             conn.close()
+        remove_all(self.prefix)
 
 
-def make_executors(count: int, make_runner: Callable[[], ClientRunner]) -> Executors:
+def make_executors(
+    count: int, make_runner: Callable[[], ClientRunner], prefix: str = "psgd"
+) -> Executors:
     """``count`` process executors, or one inline executor for 0 (or without ``fork``)."""
     if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
         return InlineExecutors(make_runner)
-    return ProcessExecutors(count, make_runner)
+    return ProcessExecutors(count, make_runner, prefix)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from psgd.codec import BlockWeight, Codec
 from psgd.errors import CodecError
 from psgd.net import protocol, wire
+from psgd.net.channel import Package
 from psgd.nn import Learner, make_optimizer
 from psgd.train.sync import CodecSet
 
@@ -51,7 +53,7 @@ class RunOutcome:
 
     state: ClientState
     round_no: int
-    messages: list[tuple[list[int], list[bytes]]] = field(default_factory=list)
+    messages: list[tuple[list[int], Any]] = field(default_factory=list)  # frames or shared
     steps: int = 0
     samples: int = 0
     loss_sum: float = 0.0
@@ -123,13 +125,20 @@ class ClientRunner:
         self._y = np.empty(batch_size, dtype=y_train.dtype)
         self._initial_personal = _personal_state(model)
 
-    def run(self, state: ClientState, round_no: int) -> RunOutcome:
-        """Train ``state``'s client while it holds a model; never raises for a codec's fault."""
+    def run(
+        self, state: ClientState, round_no: int, messages: Sequence[Sequence[Any]] | None = None
+    ) -> RunOutcome:
+        """Deliver ``messages`` (encoded packages sent to the client), then train while the
+        client holds a model; never raises for a codec's fault."""
         outcome = RunOutcome(state, round_no)
         outbox = _Outbox(state.node_id, self.job_id)
         codecs = CodecSet.around(state.node_id, state.codecs, outbox)
         started = time.perf_counter()
         try:
+            for frames in messages or []:
+                message = protocol.parse(list(frames), protocol.PEER_TYPES)
+                for item in protocol.split_packages(message, wire.frames_size(frames)):
+                    codecs.deliver(Package(*item))
             self._train_while_holding(state, codecs, outcome)
         except CodecError as exc:
             outcome.error = str(exc)
@@ -150,7 +159,7 @@ class ClientRunner:
         order, order_epoch = indices, -1
         while all(codec.is_done() for codec in state.codecs):
             for variable, codec in zip(self.variables, state.codecs, strict=True):
-                np.copyto(variable.value, codec.get_result(), casting="same_kind")
+                variable.value = _as_value(codec.get_result(), variable.value)
             if state.steps >= limit:
                 raise CodecError(
                     f"node {state.node_id}: trained {MAX_LOCAL_EPOCHS_PER_RUN} local epochs "
@@ -173,14 +182,32 @@ class ClientRunner:
             if self.record_batches:
                 outcome.batch_losses.append(round(loss, 6))
             with codecs.batched():
-                for layer, (variable, opt) in enumerate(
-                    zip(self.variables, optimizers, strict=True)
-                ):
-                    stepped = opt.delta(variable.grad)  # a new array: the codec may keep it
+                for layer, variable in enumerate(self.variables):
+                    stepped = optimizers[layer].delta(variable.grad)  # new: codecs may keep it
                     np.subtract(variable.value, stepped, out=stepped)
-                    # round jobs give each client one block, with the client's id
-                    codecs.call(layer, "update_blocks", BlockWeight(stepped, state.node_id))
+                    codec = state.codecs[layer]
+                    try:  # round jobs give each client one block, numbered by the client
+                        returned = codec.update_blocks(BlockWeight(stepped, state.node_id))
+                    except Exception as exc:
+                        raise codecs.failure(layer, "update_blocks", exc) from exc
+                    if returned is not None:
+                        codecs.send_returned(layer, "update_blocks", returned)
         state.personal = _personal_state(self.model)
+
+
+def _as_value(result: Any, current: np.ndarray) -> np.ndarray:
+    """The array to train from: the result itself when it fits (no copy), else a copy.
+
+    The runner never writes into ``variable.value`` (each step's weights are a new array), so
+    taking the codec's array as it is is safe even when the codec keeps it or it is read-only.
+    """
+    if (
+        type(result) is np.ndarray
+        and result.dtype == current.dtype
+        and result.shape == current.shape
+    ):
+        return result
+    return np.array(result, dtype=current.dtype, copy=True).reshape(current.shape)
 
 
 def _personal_state(model: Learner) -> list[np.ndarray] | None:

@@ -12,8 +12,11 @@ evaluated round at or above A.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -80,6 +83,72 @@ class _Evaluator:
         }
 
 
+class _Rounds:
+    """Turns each finished round into a record; evaluates on a thread, in round order.
+
+    Evaluating the global model takes as long as several clients' training: it runs on a
+    thread of its own (numpy releases the GIL), so the scheduler hands out the next round's
+    clients meanwhile. Rows are completed, emitted and checked against the target in order.
+    """
+
+    def __init__(self, job: PreparedJob, rounds: int, emit: Emit) -> None:
+        self.job, self.rounds, self.emit = job, rounds, emit
+        self.spec = job.spec
+        self.evaluate = _Evaluator(job, job.build_model())
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="psgd-eval")
+        self.waiting: deque[tuple[dict[str, Any], Future[dict[str, float]] | None, Any]] = deque()
+        self.rows: list[dict[str, Any]] = []
+        self.batch_rows: list[dict[str, Any]] = []
+        self.model: list[np.ndarray] = job.initial_weights
+        self.target_round: int | None = None
+        self.train_s = 0.0
+        self.start = time.perf_counter()
+        self.personal: Callable[[], dict[int, Any]] = dict
+
+    def __call__(self, stats: RoundStats, model: list[np.ndarray]) -> bool:
+        """Record round ``stats`` with global ``model``; True once the job should stop."""
+        _check_finite(stats, model)
+        last = stats.round_no >= self.rounds
+        row: dict[str, Any] = {
+            "round": stats.round_no,
+            "clients": len(stats.clients),
+            "samples": stats.samples,
+            "train_loss": round(stats.train_loss, 6),
+            "bytes_up": stats.bytes_up,
+            "bytes_down": stats.bytes_down,
+            "wall_s": round(time.perf_counter() - self.start, 4),
+        }
+        self.train_s += stats.train_s
+        self.batch_rows.extend(stats.batch_rows)
+        evaluation = None
+        if last or stats.round_no % self.spec.eval_every == 0:
+            evaluation = self.pool.submit(self.evaluate, model, self.personal())
+        self.waiting.append((row, evaluation, model))
+        return self.complete(wait=last)
+
+    def complete(self, wait: bool) -> bool:
+        """Record the rounds whose evaluation is done (all, if ``wait``); True at the target."""
+        while self.waiting:
+            row, evaluation, model = self.waiting[0]
+            if evaluation is not None and not (wait or evaluation.done()):
+                return False
+            self.waiting.popleft()
+            if evaluation is not None:
+                row.update({k: round(v, 6) for k, v in evaluation.result().items()})
+            self.rows.append(row)
+            self.model = model
+            self.emit({"type": "round", "rounds": self.rounds, **row})
+            target = self.spec.target_accuracy
+            if target is not None and row.get("accuracy", 0.0) >= target:
+                self.target_round = row["round"]
+                self.waiting.clear()  # later rounds ran while this one was evaluated
+                return True
+        return False
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _check_finite(stats: RoundStats, model: list[np.ndarray]) -> None:
     """A round whose training loss or global model is not finite ends the job ``diverged``."""
     if stats.steps and not np.isfinite(stats.train_loss):  # no steps: no loss, not nan
@@ -97,7 +166,6 @@ def _check_finite(stats: RoundStats, model: list[np.ndarray]) -> None:
 
 def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     """Run ``job`` round by round; never raises for the job's own failure (see ``error``)."""
-    emit = emit or (lambda event: None)
     spec = job.spec
     rounds = spec.rounds or DEFAULT_ROUNDS
     GlobalSettings.set_default(job.settings)
@@ -111,72 +179,45 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             spec.optimizer, spec.learn_rate, spec.seed, spec.job_id, spec.batch_records,
         )  # fmt: skip
 
-    evaluate = _Evaluator(job, job.build_model())
-    rows: list[dict[str, Any]] = []
-    batch_rows: list[dict[str, Any]] = []
-    final: dict[str, Any] = {"model": job.initial_weights, "target_round": None, "train_s": 0.0}
-    start = time.perf_counter()
-    scheduler: Scheduler | None = None
-
-    def on_round(stats: RoundStats, model: list[np.ndarray]) -> bool:
-        _check_finite(stats, model)
-        final["model"] = model
-        final["train_s"] += stats.train_s
-        last = stats.round_no >= rounds
-        row: dict[str, Any] = {
-            "round": stats.round_no,
-            "clients": len(stats.clients),
-            "samples": stats.samples,
-            "train_loss": round(stats.train_loss, 6),
-            "bytes_up": stats.bytes_up,
-            "bytes_down": stats.bytes_down,
-        }
-        if last or stats.round_no % spec.eval_every == 0:
-            assert scheduler is not None
-            personal = {n: s.personal for n, s in scheduler.parked.items() if s.personal}
-            row.update({k: round(v, 6) for k, v in evaluate(model, personal).items()})
-        row["wall_s"] = round(time.perf_counter() - start, 4)
-        rows.append(row)
-        batch_rows.extend(stats.batch_rows)
-        emit({"type": "round", "rounds": rounds, **row})
-        reached = spec.target_accuracy is not None and row.get("accuracy", 0.0) >= (
-            spec.target_accuracy
-        )
-        if reached and final["target_round"] is None:
-            final["target_round"] = stats.round_no
-        return reached or last
-
+    record = _Rounds(job, rounds, emit or (lambda event: None))
     error, diverged = None, False
+    scheduler: Scheduler | None = None
+    prefix = f"psgd-{secrets.token_hex(3)}"  # short: macOS allows 31 characters
     with blas_threads(1):
-        executors = make_executors(count, make_runner)
+        executors = make_executors(count, make_runner, prefix)
         try:
             scheduler = Scheduler(
                 spec.job_id, spec.node_count, job.codec_classes, job.ps_classes or [],
-                job.initial_weights, executors, on_round, rounds,
+                job.initial_weights, executors, record, rounds, prefix,
             )  # fmt: skip
+            parked = scheduler.parked
+            record.personal = lambda: {n: s.personal for n, s in parked.items() if s.personal}
             scheduler.run()
+            record.complete(wait=True)
         except PsgdError as exc:
             error, diverged = str(exc), isinstance(exc, Diverged)
             _log.error("%s", error)
         finally:
+            if scheduler is not None:
+                scheduler.release_all()
             executors.close()
-    wall = time.perf_counter() - start
-    ps_bytes = scheduler.server.channel.bytes_sent if scheduler is not None else 0
+            record.close()
+    wall = time.perf_counter() - record.start
     return RunResult(
         reports=[],
-        ps_bytes_sent=ps_bytes,
+        ps_bytes_sent=scheduler.server.channel.bytes_sent if scheduler is not None else 0,
         wall_s=wall,
         error=error,
-        weights={Parameter_Server: list(final["model"])},
-        round_rows=rows,
-        batch_rows=batch_rows,
+        weights={Parameter_Server: list(record.model)},
+        round_rows=record.rows,
+        batch_rows=record.batch_rows,
         diverged=diverged,
         figures={
-            "rounds": len(rows),
+            "rounds": len(record.rows),
             "target_accuracy": spec.target_accuracy,
-            "target_round": final["target_round"],
+            "target_round": record.target_round,
             "executors": count,
-            "clients_trained": len(scheduler.parked) if scheduler is not None else 0,
-            "train_s": final["train_s"],
+            "clients_trained": len(scheduler.last_round) if scheduler is not None else 0,
+            "train_s": record.train_s,
         },
     )

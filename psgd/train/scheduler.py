@@ -14,6 +14,7 @@ It knows everything of an in-process federated job, so it needs no timeouts:
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,17 +26,20 @@ from psgd.codec import Codec, Parameter_Server
 from psgd.errors import CodecError, PsgdError
 from psgd.net import protocol, wire
 from psgd.net.channel import Package
-from psgd.train.executors import Executors
+from psgd.train.executors import Executors, Task
 from psgd.train.node import ClientState, RunOutcome
+from psgd.train.shm import SharedFrames, put_frames, release, take_messages
 from psgd.train.sync import CodecSet, build_codecs
 
 __all__ = ["Deadlock", "RoundStats", "Scheduler"]
 
 _log = logging.getLogger(__name__)
 
-#: Runs given to an executor at once. One: a task and an outcome are large pickles through
-#: one pipe, and a second task sent while the executor writes its outcome would block both.
-TASKS_PER_EXECUTOR = 1
+#: Tasks given to an executor at once: one training, one queued (hides the hand-over).
+TASKS_PER_EXECUTOR = 2
+
+#: Most clients in one task.
+MAX_CLIENTS_PER_TASK = 32
 
 
 class Deadlock(PsgdError):
@@ -99,6 +103,8 @@ class Scheduler:
         True to stop the job.
     max_rounds:
         The job ends with this round; nothing more is dispatched once it is complete.
+    segment_prefix:
+        Names of the shared memory segments of messages to process executors start with it.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class Scheduler:
         executors: Executors,
         on_round: Callable[[RoundStats, list[np.ndarray]], bool],
         max_rounds: int,
+        segment_prefix: str = "psgd",
     ) -> None:
         self.job_id = job_id
         self.node_count = node_count
@@ -119,11 +126,14 @@ class Scheduler:
         self.on_round = on_round
         self.max_rounds = max_rounds
         self.parked: dict[int, ClientState] = {}
-        self.running: dict[int, int] = {}  # client -> executor
-        self.held: dict[int, list[Package]] = {}  # packages for running clients
-        self.runnable: deque[int] = deque()
-        self.in_flight: deque[tuple[int, list[int], list[bytes], int]] = deque()
-        self.last_round: dict[int, int] = {}
+        self.running: dict[int, list[Any]] = {}  # client -> the messages its run carried
+        self.pending: dict[int, list[Any]] = {}  # messages not yet given to their client
+        self.runnable: deque[int] = deque()  # clients with messages, in arrival order
+        self._queued: set[int] = set()
+        self._readers: dict[str, int] = {}  # shared message -> runs that still read it
+        self.segment_prefix = segment_prefix
+        self.in_flight: deque[tuple[int, list[int], list[Any], int]] = deque()
+        self.last_round: dict[int, int] = {}  # the round each client last trained for
         self.rounds_done = 0
         self.stopped = False
         self._busy = [0] * executors.count
@@ -150,11 +160,11 @@ class Scheduler:
                 return
             if not self.running:
                 raise Deadlock(self._deadlock_report())
-            for executor, outcome in self.executors.wait(None):
+            for executor, outcomes in self.executors.wait(None):
                 self._busy[executor] -= 1
-                self._finish(outcome)
+                self._finish(outcomes)
 
-    def post(self, sender: int, targets: list[int], frames: list[bytes], size: int) -> None:
+    def post(self, sender: int, targets: list[int], frames: list[Any], size: int) -> None:
         """Queue a message sent by ``sender`` (``size``: its bytes on the wire, all targets)."""
         for target in targets:
             if target != Parameter_Server and not 0 <= target < self.node_count:
@@ -169,31 +179,23 @@ class Scheduler:
     def _route(self) -> None:
         while self.in_flight:
             sender, targets, frames, _ = self.in_flight.popleft()
-            message = protocol.parse(frames, protocol.PEER_TYPES)
-            items = protocol.split_packages(message, wire.frames_size(frames))
-            for target in targets:
-                for item in items:
-                    self._deliver(target, Package(*item))
-
-    def _deliver(self, target: int, package: Package) -> None:
-        if target == Parameter_Server:
-            self.server.deliver(package)
-            self._count_round()
-            return
-        if target in self.running:
-            self.held.setdefault(target, []).append(package)
-            return
-        state = self.parked.get(target)
-        if state is None:
-            state = self.parked[target] = ClientState(
-                target, build_codecs(target, self.client_classes)
-            )
-        CodecSet.around(target, state.codecs, _Router(self, target)).deliver(package)
-        self._mark_if_runnable(state)
-
-    def _mark_if_runnable(self, state: ClientState) -> None:
-        if state.node_id not in self.runnable and all(c.is_done() for c in state.codecs):
-            self.runnable.append(state.node_id)
+            clients = [t for t in targets if t != Parameter_Server]
+            if len(clients) < len(targets):
+                message = protocol.parse(frames, protocol.PEER_TYPES)
+                for item in protocol.split_packages(message, wire.frames_size(frames)):
+                    self.server.deliver(Package(*item))
+                self._count_round()
+            if not clients:
+                continue
+            shared: Any = frames
+            if self.executors.shared:  # written once, read by every executor that needs it
+                shared = put_frames(frames, self.segment_prefix)
+                self._readers[shared.path] = len(clients)
+            for target in clients:
+                self.pending.setdefault(target, []).append(shared)
+                if target not in self.running and target not in self._queued:
+                    self._queued.add(target)
+                    self.runnable.append(target)
 
     def _count_round(self) -> None:
         if self.stopped or not all(codec.is_done() for codec in self.server.codecs):
@@ -213,25 +215,56 @@ class Scheduler:
     # ------------------------------------------------------------------ executors
 
     def _dispatch(self) -> None:
+        """Hand runnable clients to the least busy executors, several per task when many wait.
+
+        A task carries about a quarter of an executor's share of the runnable clients (at
+        most ``MAX_CLIENTS_PER_TASK``): few hand-overs when thousands of small clients wait,
+        and still a balanced finish when ten large ones do.
+        """
         while self.runnable and not self.stopped:
             executor = min(range(self.executors.count), key=self._busy.__getitem__)
             if self._busy[executor] >= TASKS_PER_EXECUTOR:
                 return
-            node = self.runnable.popleft()
-            state = self.parked.pop(node)
-            round_no = self.rounds_done + 1
-            self.running[node] = executor
-            self.last_round[node] = round_no
+            share = math.ceil(len(self.runnable) / (2 * TASKS_PER_EXECUTOR * self.executors.count))
+            tasks = [
+                self._task(self.runnable.popleft()) for _ in range(min(share, MAX_CLIENTS_PER_TASK))
+            ]
             self._busy[executor] += 1
-            self.executors.submit(executor, state, round_no)
+            self.executors.submit(executor, tasks)
 
-    def _finish(self, outcome: RunOutcome) -> None:
-        state = outcome.state
-        node = state.node_id
-        del self.running[node]
-        if outcome.error:
-            raise CodecError(outcome.error)
-        self.parked[node] = state
+    def _task(self, node: int) -> Task:
+        self._queued.discard(node)
+        state = self.parked.pop(node, None)
+        if state is None:  # first sent something now: the client comes into being
+            state = ClientState(node, build_codecs(node, self.client_classes))
+        messages = self.pending.pop(node, [])
+        round_no = self.rounds_done + 1
+        self.running[node] = messages
+        self.last_round[node] = round_no
+        return state, round_no, messages
+
+    def _finish(self, outcomes: list[RunOutcome]) -> None:
+        shared = [m for o in outcomes for _, m in o.messages if isinstance(m, SharedFrames)]
+        taken = iter(take_messages(shared)) if shared else iter(())
+        for outcome in outcomes:
+            state = outcome.state
+            node = state.node_id
+            for message in self.running.pop(node):
+                self._read_once(message)
+            if outcome.error:
+                raise CodecError(outcome.error)
+            self.parked[node] = state
+            if outcome.steps:
+                self._count_run(outcome)
+            for targets, message in outcome.messages:
+                frames = next(taken) if isinstance(message, SharedFrames) else message
+                self.post(node, targets, frames, wire.frames_size(frames) * len(targets))
+            if node in self.pending and node not in self._queued:  # sent more while it ran
+                self._queued.add(node)
+                self.runnable.append(node)
+
+    def _count_run(self, outcome: RunOutcome) -> None:
+        node = outcome.state.node_id
         stats = self._stats.setdefault(outcome.round_no, RoundStats(outcome.round_no))
         stats.clients.add(node)
         stats.steps += outcome.steps
@@ -244,11 +277,20 @@ class Scheduler:
                 {"round": outcome.round_no, "node": node, "step": step, "loss": loss}
                 for step, loss in enumerate(outcome.batch_losses)
             ]
-        for targets, frames in outcome.messages:
-            self.post(node, targets, frames, wire.frames_size(frames) * len(targets))
-        for package in self.held.pop(node, []):
-            self._deliver(node, package)
-        self._mark_if_runnable(state)
+
+    def _read_once(self, message: Any) -> None:
+        """A run that carried ``message`` is over: free its segment after its last reader."""
+        if isinstance(message, SharedFrames):
+            self._readers[message.path] -= 1
+            if not self._readers[message.path]:
+                del self._readers[message.path]
+                release(message)
+
+    def release_all(self) -> None:
+        """Free every message segment still held (the job is over)."""
+        for path in list(self._readers):
+            release(SharedFrames(path, ()))
+        self._readers.clear()
 
     # ------------------------------------------------------------------ reports
 

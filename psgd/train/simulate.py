@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from psgd.codec import Parameter_Server
-from psgd.errors import Diverged
+from psgd.errors import ConfigError, Diverged
 from psgd.net.channel import JobAborted
 from psgd.nn.blas import blas_threads
 from psgd.results.outcome import NodeReport, RunResult
@@ -60,6 +60,12 @@ def simulate(
     """
     emit = emit or (lambda event: None)
     spec = job.spec
+    waiting = [c.__name__ for c in job.codec_classes if getattr(c, "waits_for_model", False)]
+    if waiting:
+        raise ConfigError(
+            f"{waiting[0]} is a round-based client: run it with psgd.train.rounds.run_rounds "
+            "(the command line does)"
+        )
     GlobalSettings.set_default(job.settings)
     nodes = list(range(spec.node_count))
     network = InProcessNetwork(

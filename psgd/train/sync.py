@@ -78,25 +78,40 @@ class CodecSet:
         with self._locks[layer]:
             try:
                 returned = getattr(codec, method)(*args)
-                packages = collect_packages(codec, method, returned)
             except (CodecError, JobAborted):
                 raise
             except Exception as exc:
-                raise CodecError(
-                    f"node {self.node_id} layer {layer}: {type(codec).__name__}.{method} raised "
-                    f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-                ) from exc
-            batch = getattr(self._batch, "items", None)
-            for package in packages:
-                targets = package.target()
-                if not targets:
-                    continue
-                if batch is None:
-                    self.channel.send(targets, [(layer, package.content)])
-                else:
-                    for target in targets:
-                        batch.setdefault(target, []).append((layer, package.content))
-                self.packages_sent += len(targets)
+                raise self.failure(layer, method, exc) from exc
+            if returned is not None:
+                self.send_returned(layer, method, returned)
+
+    def failure(self, layer: int, method: str, exc: BaseException) -> CodecError:
+        """The error for layer ``layer``'s codec raising ``exc`` in ``method``."""
+        return CodecError(
+            f"node {self.node_id} layer {layer}: {type(self.codecs[layer]).__name__}.{method} "
+            f"raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        )
+
+    def send_returned(self, layer: int, method: str, returned: Any) -> None:
+        """Check what a codec method returned and send its packages (batched if in a block)."""
+        codec = self.codecs[layer]
+        try:
+            packages = collect_packages(codec, method, returned)
+        except CodecError:
+            raise
+        except Exception as exc:  # a generator the codec returned raised while iterated
+            raise self.failure(layer, method, exc) from exc
+        batch = getattr(self._batch, "items", None)
+        for package in packages:
+            targets = package.target()
+            if not targets:
+                continue
+            if batch is None:
+                self.channel.send(targets, [(layer, package.content)])
+            else:
+                for target in targets:
+                    batch.setdefault(target, []).append((layer, package.content))
+            self.packages_sent += len(targets)
 
     @contextmanager
     def batched(self) -> Iterator[None]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from psgd import Parameter_Server
 from psgd.job import JobSpec
 from psgd.nn import MixtureMLP, build_learner, build_mlp
 from psgd.train.prepare import prepare_job
-from psgd.train.simulate import simulate
+from psgd.train.rounds import run_rounds
 
 
 def tiny_mixture(seed: int = 0) -> MixtureMLP:
@@ -56,14 +57,17 @@ def test_build_learner_gives_one_model_or_a_mixture_with_all_variables():
     mixture.set_weights(weights)
 
 
-def test_fedem_learns_with_fedavg_codecs_on_non_iid_clients():
+def test_fedem_learns_in_rounds_and_is_judged_on_each_clients_held_out_data():
     spec = JobSpec(
         codec="federated.FedAvgClient", ps_codec="federated.FedAvgServer", node_count=4,
-        components=2, partition="dirichlet", partition_args={"alpha": 0.5}, epochs=2,
-        train_samples=8000, test_samples=1000, params={"local_steps": 10},
+        components=2, partition="dirichlet", partition_args={"alpha": 0.5}, rounds=6,
+        train_samples=8000, test_samples=1000, params={"fraction": 1.0}, batch_size=32,
+        eval="clients", executors=0,
     )  # fmt: skip
     assert spec.layer_count == 12
-    result = simulate(prepare_job(spec))
+    result = run_rounds(prepare_job(spec))
     assert result.error is None
-    assert min(r.accuracy for r in result.reports) > 0.75
-    assert len(result.weights[0]) == 12
+    last = result.round_rows[-1]
+    assert last["accuracy"] > 0.75
+    assert last["client_accuracy_worst"] <= last["client_accuracy_p10"] <= last["accuracy"]
+    assert len(result.weights[Parameter_Server]) == 12

@@ -1,0 +1,148 @@
+"""Federated rounds at the field's scale: psgd's round engine against a bare numpy round.
+
+Workload (McMahan et al. 2017's MNIST 2NN): MLP 784-200-200-10 ReLU float32, B=10, E=1,
+plain SGD lr 0.1, IID clients, one evaluation of the global model on the 10k test set per
+round. For each setting it measures, in the same run:
+
+- **bare**: a hand-written numpy round on one core (no psgd): each picked client copies the
+  global model, trains one local epoch, the server takes the sample-weighted average, then one
+  evaluation. Median seconds per round.
+- **psgd**: ``psgd-submit --simulate --codec federated.FedAvgClient --ps-codec
+  federated.FedAvgServer`` in a subprocess (its executors use every core); median seconds per
+  round from ``rounds.csv`` (the first round, which includes start-up, is left out), and the
+  peak RSS of the job's processes.
+
+Prints one row per setting with psgd/bare. Bars (issue 9): K=100 C=0.1 <= 0.15 s and <= 1.5x
+bare; K=100 C=1.0 <= 0.75 s; K=1000 C=0.01 <= 0.1 s and <= 1 GB; K=10000 runs in <= 2 GB.
+
+    python bench/bench_rounds.py [--rounds 12] [--settings 100:0.1,100:1.0,1000:0.01,10000:0.001]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from bare_mlp import gradients  # noqa: E402
+
+from psgd.data import load_mnist  # noqa: E402
+
+SIZES = (784, 200, 200, 10)
+
+#: Runs the psgd command line, then prints the peak RSS (KiB) of it and its executors.
+_MEASURED_RUN = (
+    "import resource, sys\n"
+    "from psgd.cli import main\n"
+    "main(sys.argv[1:], standalone_mode=False)\n"
+    "usage = [resource.getrusage(w).ru_maxrss for w in "
+    "(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+    "print(max(usage))\n"
+)
+BATCH, LR = 10, 0.1
+
+
+def _init(rng: np.random.Generator) -> list[np.ndarray]:
+    params = []
+    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:], strict=True):
+        limit = np.sqrt(6.0 / fan_in)
+        params.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
+        params.append(np.zeros(fan_out, dtype=np.float32))
+    return params
+
+
+def _evaluate(params: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
+    w1, b1, w2, b2, w3, b3 = params
+    correct = 0
+    for start in range(0, len(x), 1000):
+        h = np.maximum(x[start : start + 1000] @ w1 + b1, 0)
+        h = np.maximum(h @ w2 + b2, 0)
+        correct += int(np.count_nonzero((h @ w3 + b3).argmax(1) == y[start : start + 1000]))
+    return correct / len(x)
+
+
+def bare_rounds(clients: int, fraction: float, rounds: int) -> tuple[float, float]:
+    """Median seconds per bare numpy round, and the final accuracy."""
+    data = load_mnist()
+    rng = np.random.default_rng(0)
+    parts = np.array_split(rng.permutation(len(data.y_train)), clients)
+    picked_per_round = max(1, round(fraction * clients))
+    model = _init(rng)
+    times, accuracy = [], 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        picked = rng.choice(clients, picked_per_round, replace=False)
+        total = [np.zeros_like(p, dtype=np.float64) for p in model]
+        weight = 0
+        for client in picked:
+            rows = parts[client][rng.permutation(len(parts[client]))]
+            local = [p.copy() for p in model]
+            for step in range(0, len(rows), BATCH):
+                batch = rows[step : step + BATCH]
+                grads = gradients(local, data.x_train[batch], data.y_train[batch])
+                for p, g in zip(local, grads, strict=True):
+                    p -= LR * g
+            for t, p in zip(total, local, strict=True):
+                t += len(rows) * p
+            weight += len(rows)
+        model = [(t / weight).astype(np.float32) for t in total]
+        accuracy = _evaluate(model, data.x_test, data.y_test)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), accuracy
+
+
+def psgd_rounds(clients: int, fraction: float, rounds: int) -> tuple[float, float, float]:
+    """Median seconds per psgd round (first left out), final accuracy, peak RSS in MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        command = [
+            sys.executable, "-c", _MEASURED_RUN, "submit", "--simulate", "--quiet",
+            "--codec", "federated.FedAvgClient", "--ps-codec", "federated.FedAvgServer",
+            "--node_count", str(clients), "--param", f"fraction={fraction}",
+            "--rounds", str(rounds), "--model", ",".join(map(str, SIZES)),
+            "--batch_size", str(BATCH), "--optimizer", "sgd", "--learn_rate", str(LR),
+            "--out", str(out),
+        ]  # fmt: skip
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        peak_kb = int(done.stdout.split()[-1])
+        with open(out / "rounds.csv") as f:
+            walls = [float(row["wall_s"]) for row in csv.DictReader(f)]
+        summary = json.loads((out / "summary.json").read_text())
+    per_round = [b - a for a, b in zip(walls, walls[1:], strict=False)]
+    peak = peak_kb / 1024
+    return statistics.median(per_round), float(summary["accuracy"]), peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--settings", default="100:0.1,100:1.0,1000:0.01,10000:0.001")
+    parser.add_argument("--bare-rounds", type=int, default=5)
+    args = parser.parse_args()
+    print("| K | C | bare s/round | psgd s/round | psgd/bare | psgd peak RSS | accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for item in args.settings.split(","):
+        k, c = item.split(":")
+        clients, fraction = int(k), float(c)
+        psgd_s, accuracy, peak = psgd_rounds(clients, fraction, args.rounds)
+        bare_s, _ = bare_rounds(clients, fraction, args.bare_rounds)
+        print(
+            f"| {clients} | {fraction} | {bare_s:.3f} | {psgd_s:.3f} | {psgd_s / bare_s:.2f} | "
+            f"{peak:.0f} MB | {accuracy:.4f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
