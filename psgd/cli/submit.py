@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from psgd.cli.argv import ARGV, KeepsArgv, detach_argv, sigterm_as_interrupt
 from psgd.cli.params import LayerSizes, ParamType
 from psgd.cli.round_options import round_options
 from psgd.cli.tools import retrieve
@@ -24,19 +22,10 @@ __all__ = ["submit", "submit_main"]
 
 _OPTIMIZERS = ["sgd", "momentum", "adam", "adagrad", "rmsprop"]
 _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
-_ARGV = "psgd.argv"
-
-
-class _KeepsArgv(click.Command):
-    """A command that keeps the arguments it was given, as typed (``--detach`` reuses them)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta[_ARGV] = list(args)
-        return super().parse_args(ctx, args)
 
 
 @click.command(
-    cls=_KeepsArgv,
+    cls=KeepsArgv,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option(
@@ -310,7 +299,7 @@ def submit(ctx: click.Context, **options: Any) -> None:
         if detach_flag:
             _detach(ctx, out, spec.job_id)
             return
-        with _sigterm_as_interrupt() as received:
+        with sigterm_as_interrupt() as received:
             try:
                 run_job(spec, out, quiet, target, resume=resume_dir is not None)
             except KeyboardInterrupt:
@@ -341,59 +330,10 @@ def _resumed_spec(run_dir: Path, out: Path | None, job_id: str | None) -> JobSpe
     return JobSpec.from_dict(saved)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[list[int]]:
-    """SIGTERM (``kill``, ``timeout``, CI cancellation) stops the job like Ctrl-C: the daemons
-    are told to abort and ``--local`` daemons are stopped. Yields the signals received."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        received.append(signum)
-        if len(received) == 1:  # once: a second signal must not cut the clean-up short
-            raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def detach_argv(command: click.Command, argv: list[str]) -> list[str]:
-    """``argv`` as the user typed it, without --detach, --out and --job-id (and their values).
-
-    Options are recognised by ``command``'s own option table, so a value is never mistaken
-    for an option nor an option for a value; nothing is rebuilt from defaults.
-    """
-    dropped = {"detach", "out", "job_id"}
-    options: dict[str, tuple[bool, str | None]] = {}
-    for param in command.params:
-        if isinstance(param, click.Option):
-            for name in (*param.opts, *param.secondary_opts):
-                options[name] = (not param.is_flag and not param.count, param.name)
-    kept: list[str] = []
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        if token == "--":
-            kept += argv[index:]
-            break
-        name, equals, _ = token.partition("=")
-        takes_value, param_name = options.get(name, (False, None))
-        width = 2 if takes_value and not equals else 1
-        if param_name not in dropped:
-            kept += argv[index : index + width]
-        index += width
-    return kept
-
-
 def _detach(ctx: click.Context, out: Path, job_id: str) -> None:
     from psgd.cluster.detach import SUBMITTER_LOG, detach
 
-    pid = detach(detach_argv(ctx.command, ctx.meta.get(_ARGV, [])), out, job_id)
+    pid = detach(detach_argv(ctx.command, ctx.meta.get(ARGV, [])), out, job_id)
     click.echo(f"job {job_id} detached (background submitter pid {pid})")
     click.echo(f"  progress: {out / SUBMITTER_LOG}")
     click.echo(f"  results:  python job_submit.py retrieve {out}")

@@ -3,9 +3,7 @@
 Talks to each daemon's control port through a DEALER socket. Every wait is bounded: a daemon
 that does not answer, stops sending heartbeats or reports a failure ends the job with a
 message naming the node, and every other daemon is told to abort and go back to idle.
-Liveness applies from the moment a daemon has a job: a daemon heartbeats as soon as the JOB
-has arrived, and one that falls silent while it prepares the job is named as dead as quickly
-as one that dies while training.
+Liveness (``psgd.cluster.liveness``) applies from the moment a daemon has a job.
 """
 
 from __future__ import annotations
@@ -21,26 +19,22 @@ from typing import Any
 
 import zmq
 
+from psgd.cluster.liveness import LIVE_STATES, death
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
 from psgd.errors import JobFailed, MalformedMessage
 from psgd.net import protocol, wire, wire_format
 from psgd.net.bundle import bundle_codecs
 from psgd.net.security import Security
-from psgd.net.transport import HEARTBEAT_INTERVAL_S, LIVENESS_INTERVALS, new_socket, tcp_address
+from psgd.net.transport import HEARTBEAT_INTERVAL_S, new_socket, tcp_address
 from psgd.results.outcome import NodeReport, RunResult
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.prepare import PreparedJob
 
-__all__ = ["MIN_TRANSFER_BYTES_PER_S", "Submitter"]
+__all__ = ["Submitter"]
 
 _log = logging.getLogger(__name__)
 
-#: Until a daemon first answers after its JOB was sent, the JOB may still be on its way: the
-#: liveness bound is stretched by the time the jobs take at this rate (at least 100 Mbit/s).
-MIN_TRANSFER_BYTES_PER_S = 12.5e6
-#: States in which a node has a job: heartbeats both ways, liveness applies.
-_LIVE = ("shipped", "accepted", "running", "trained")
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -249,58 +243,44 @@ class Submitter:
                 self._receive(sockets[sock])
             now = time.monotonic()
             if deadline is not None and now > deadline:
-                late = [n.name for n in self.nodes.values() if n.state in ("new", "shipped")]
-                preparing = [n for n in self.nodes.values() if n.state == "shipped"]
-                if preparing and all(n.heard_since_shipped for n in preparing):
-                    raise JobFailed(
-                        f"{', '.join(late)} still preparing the job after {timeout_s:g} s "
-                        "(alive, but loading the codec takes too long?)"
-                    )
-                hint = "is psgd-worker running there?"
-                if self.security is not None:
-                    hint += (
-                        " With --keys: does that worker use the worker key of your key folder, "
-                        "and is your public key in its authorized/ folder?"
-                    )
-                else:
-                    hint += " (a worker started with --keys answers only submitters with --keys)"
-                raise JobFailed(
-                    f"no answer from {', '.join(late)} within {timeout_s:g} s "
-                    f"(waiting for them to {what}): {hint}"
-                )
+                raise self._no_answer(timeout_s or 0.0, what)
             self._heartbeat(now)
+
+    def _no_answer(self, timeout_s: float, what: str) -> JobFailed:
+        """Why the nodes that should have answered within ``timeout_s`` did not."""
+        late = [n.name for n in self.nodes.values() if n.state in ("new", "shipped")]
+        preparing = [n for n in self.nodes.values() if n.state == "shipped"]
+        if preparing and all(n.heard_since_shipped for n in preparing):
+            return JobFailed(
+                f"{', '.join(late)} still preparing the job after {timeout_s:g} s "
+                "(alive, but loading the codec takes too long?)"
+            )
+        hint = "is psgd-worker running there?"
+        if self.security is not None:
+            hint += (
+                " With --keys: does that worker use the worker key of your key folder, "
+                "and is your public key in its authorized/ folder?"
+            )
+        else:
+            hint += " (a worker started with --keys answers only submitters with --keys)"
+        return JobFailed(
+            f"no answer from {', '.join(late)} within {timeout_s:g} s "
+            f"(waiting for them to {what}): {hint}"
+        )
 
     def _heartbeat(self, now: float) -> None:
         if now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:
             self._last_heartbeat = now
             for node in self.nodes.values():
-                if node.state in _LIVE:
+                if node.state in LIVE_STATES:
                     node.socket.send_multipart(
                         protocol.make(protocol.HEARTBEAT, job=self.job.spec.job_id)
                     )
-        limit = HEARTBEAT_INTERVAL_S * LIVENESS_INTERVALS
         for node in self.nodes.values():
-            if node.state not in _LIVE:
-                continue
-            if node.state == "shipped" and not node.heard_since_shipped:
-                # its JOB may still be on the wire: allow for the transfer
-                transfer = self._shipped_bytes / MIN_TRANSFER_BYTES_PER_S
-                if now - node.shipped_at > limit + transfer:
-                    node.state = "failed"
-                    raise JobFailed(
-                        f"{node.name} died: no answer for {now - node.shipped_at:.1f} s after "
-                        "its job was sent"
-                    )
-            elif now - node.last_heard > limit:
-                seen = time.strftime(
-                    "%H:%M:%S", time.localtime(time.time() - (now - node.last_heard))
-                )
-                doing = " while preparing the job" if node.state == "shipped" else ""
+            why = death(node, now, self._shipped_bytes)
+            if why is not None:
                 node.state = "failed"
-                raise JobFailed(
-                    f"{node.name} died{doing}: no heartbeat for {now - node.last_heard:.1f} s "
-                    f"(last heard at {seen})"
-                )
+                raise JobFailed(why)
 
     def _receive(self, node: _Node) -> None:
         frames = node.socket.recv_multipart(copy=False)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from psgd.cli.submit import detach_argv, submit
+from psgd.cli.argv import detach_argv
+from psgd.cli.submit import submit
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--simulate", "-q", "--train-samples", "2000", "--test-samples", "500", "--epochs", "1"]
