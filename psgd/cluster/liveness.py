@@ -24,7 +24,9 @@ LIVE_STATES = ("shipped", "accepted", "running", "trained")
 class Watched(Protocol):
     """What liveness reads of a submitter's node."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
+
     state: str
     last_heard: float
     shipped_at: float
