@@ -84,6 +84,8 @@ class _Submitters:
             if signature != self._signature:
                 keys = set()
                 for name, _, _ in signature:
+                    if name == f"{WORKER_KEY}.key":
+                        continue  # the workers' public key (a new one too, after a rotation)
                     try:
                         keys.add(load_public(self.folder / name))
                     except (ConfigError, ValueError) as exc:
