@@ -38,11 +38,11 @@ import numpy as np
 
 from psgd import BlockWeight, Codec, GlobalSettings, Parameter_Server, netEncapsulation
 from psgd.algorithms.federated import (
+    RunningAverage,
     client_local_steps,
     clients_per_round,
     proximal_correction,
     sample_clients,
-    weighted_average,
 )
 
 #: Fraction of clients per round when ``--param fraction`` is not given (McMahan's C=0.1).
@@ -129,7 +129,9 @@ class FedAvgServer(Codec):
         self.seed = int(GlobalSettings.get_params("seed", settings.seed))
         self.round = 0
         self.picked: list[int] = []
-        self.updates: dict[int, tuple[np.ndarray, int]] = {}
+        self.updates: dict[int, tuple[np.ndarray, int]] = {}  # arrived, not yet added
+        self.added = 0  # picked[:added] are in the running average
+        self.average = RunningAverage()
 
     def dispose(self) -> None:
         self.updates.clear()
@@ -141,6 +143,7 @@ class FedAvgServer(Codec):
     def _start_round(self, model: np.ndarray) -> netEncapsulation:
         nodes = GlobalSettings.get_default().nodes
         self.picked = sample_clients(nodes, self.fraction, self.round, self.seed)
+        self.added, self.average = 0, RunningAverage()
         return netEncapsulation(self.picked, (self.round, model))
 
     def update_blocks(self, block_weight: BlockWeight) -> None:
@@ -148,16 +151,21 @@ class FedAvgServer(Codec):
 
     def receive_blocks(self, content: tuple[int, int, np.ndarray, int]) -> netEncapsulation | None:
         round_no, sender, weights, n_samples = content
-        if round_no != self.round or sender not in self.picked or sender in self.updates:
+        done = self.picked[: self.added]
+        if round_no != self.round or sender not in self.picked or sender in self.updates or (
+            sender in done
+        ):
             self.record(f"dropped an update of round {round_no} from client {sender!r}")
             return None
         self.updates[sender] = (weights, n_samples)
-        if len(self.updates) < len(self.picked):
+        # add updates as they come, in the order clients were picked (the same sum whatever
+        # the arrival order), so the round's end has little left to do
+        while self.added < len(self.picked) and self.picked[self.added] in self.updates:
+            self.average.add(*self.updates.pop(self.picked[self.added]))
+            self.added += 1
+        if self.added < len(self.picked):
             return None
-        average = weighted_average(
-            [self.updates[c][0] for c in self.picked], [self.updates[c][1] for c in self.picked]
-        )
-        self.updates.clear()
+        average = self.average.result()
         self.set_result(average, _replace)  # the round's global model
         self.round += 1
         return self._start_round(average)

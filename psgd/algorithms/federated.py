@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "RunningAverage",
     "client_local_steps",
     "clients_per_round",
     "local_epoch_steps",
@@ -68,6 +69,45 @@ def weighted_average(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> 
         total += weight * array
     total /= w.sum()
     return total.astype(first.dtype, copy=False)
+
+
+class RunningAverage:
+    """A sample-weighted average built one array at a time, in float64.
+
+    Adding the arrays in a fixed order gives exactly ``weighted_average`` of them, so a server
+    can add each client's weights as they arrive (in its own fixed order) instead of holding
+    them all until the round's end.
+    """
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.weight = 0.0
+        self.dtype: np.dtype | None = None
+        self._scaled: np.ndarray | None = None
+
+    def add(self, array: np.ndarray, weight: float) -> None:
+        """Add ``weight * array`` (weight finite and >= 0)."""
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"RunningAverage: weight must be finite and >= 0, got {weight}")
+        array = np.asarray(array)
+        if self.total is None:
+            self.total = np.zeros(array.shape, dtype=np.float64)
+            self._scaled = np.empty_like(self.total)
+            self.dtype = array.dtype
+        elif array.shape != self.total.shape:
+            raise ValueError(
+                f"RunningAverage: array of shape {array.shape}, expected {self.total.shape}"
+            )
+        assert self._scaled is not None
+        np.multiply(array, np.float64(weight), out=self._scaled)
+        self.total += self._scaled
+        self.weight += weight
+
+    def result(self) -> np.ndarray:
+        """The average so far, in the dtype of the first array."""
+        if self.total is None or self.weight <= 0:
+            raise ValueError("RunningAverage: nothing with a positive weight was added")
+        return (self.total / self.weight).astype(self.dtype, copy=False)
 
 
 def clients_per_round(fraction: float, client_count: int) -> int:

@@ -7,6 +7,7 @@ import pytest
 
 from psgd import BlockWeight, GlobalSettings, Parameter_Server
 from psgd.algorithms.federated import (
+    RunningAverage,
     clients_per_round,
     local_epoch_steps,
     proximal_correction,
@@ -102,6 +103,22 @@ def test_proximal_correction_formula():
     assert result.dtype == np.float32
     np.testing.assert_array_equal(proximal_correction(content, anchor, 0.1, 0.0), content)
     np.testing.assert_allclose(proximal_correction(content, anchor, 1.0, 1.0), anchor, atol=1e-6)
+
+
+def test_running_average_is_exactly_the_weighted_average():
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal((5, 3)).astype(np.float32) for _ in range(7)]
+    weights = [int(w) for w in rng.integers(1, 600, 7)]
+    running = RunningAverage()
+    for array, weight in zip(arrays, weights, strict=True):
+        running.add(array, weight)
+    result = running.result()
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result, weighted_average(arrays, weights))
+    with pytest.raises(ValueError, match="nothing with a positive weight"):
+        RunningAverage().result()
+    with pytest.raises(ValueError, match="shape"):
+        running.add(np.zeros(4, np.float32), 1)
 
 
 # --- codecs --------------------------------------------------------------------------------
