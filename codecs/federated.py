@@ -152,8 +152,11 @@ class FedAvgServer(Codec):
     def receive_blocks(self, content: tuple[int, int, np.ndarray, int]) -> netEncapsulation | None:
         round_no, sender, weights, n_samples = content
         done = self.picked[: self.added]
-        if round_no != self.round or sender not in self.picked or sender in self.updates or (
-            sender in done
+        if (
+            round_no != self.round
+            or sender not in self.picked
+            or sender in self.updates
+            or (sender in done)
         ):
             self.record(f"dropped an update of round {round_no} from client {sender!r}")
             return None
