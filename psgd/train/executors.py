@@ -119,17 +119,11 @@ def _serve(
         task = queued.get()
         if task is None:
             return
-        outcomes: list[RunOutcome] = []
-        copies: dict[Any, list[memoryview]] = {}  # a broadcast is read once per task
-        for state, round_no, messages in task:
-            for ref in messages:
-                if ref not in copies:
-                    copies[ref] = read_frames(ref)
-            outcomes.append(runner.run(state, round_no, [copies[ref] for ref in messages]))
-        sent = [frames for outcome in outcomes for _, frames in outcome.messages]
-        refs = iter(put_messages(sent, prefix) if sent else [])
-        for outcome in outcomes:
-            outcome.messages = [(targets, next(refs)) for targets, _ in outcome.messages]
+        try:
+            outcomes = _run_task(runner, task, prefix)
+        except Exception as exc:  # shared memory went away or filled up: fail these runs
+            outcomes = [RunOutcome(state, round_no, error=f"executor: {exc!r}")
+                        for state, round_no, _ in task]  # fmt: skip
         try:
             answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
@@ -141,6 +135,22 @@ def _serve(
             outcomes_pipe.send_bytes(answer)
         except OSError:
             return
+
+
+def _run_task(runner: ClientRunner, task: list[Task], prefix: str) -> list[RunOutcome]:
+    """Run a task's clients; their packages go out in one shared memory file."""
+    outcomes: list[RunOutcome] = []
+    copies: dict[Any, list[memoryview]] = {}  # a broadcast is read once per task
+    for state, round_no, messages in task:
+        for ref in messages:
+            if ref not in copies:
+                copies[ref] = read_frames(ref)
+        outcomes.append(runner.run(state, round_no, [copies[ref] for ref in messages]))
+    sent = [frames for outcome in outcomes for _, frames in outcome.messages]
+    refs = iter(put_messages(sent, prefix) if sent else [])
+    for outcome in outcomes:
+        outcome.messages = [(targets, next(refs)) for targets, _ in outcome.messages]
+    return outcomes
 
 
 def _pickle_error(outcome: RunOutcome) -> str | None:

@@ -198,9 +198,9 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             error, diverged = str(exc), isinstance(exc, Diverged)
             _log.error("%s", error)
         finally:
+            executors.close()  # first: queued runs may still read the messages released next
             if scheduler is not None:
                 scheduler.release_all()
-            executors.close()
             record.close()
     wall = time.perf_counter() - record.start
     return RunResult(
