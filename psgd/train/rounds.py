@@ -12,7 +12,6 @@ evaluated round at or above A.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from psgd.train.executors import default_executor_count, make_executors
 from psgd.train.node import ClientRunner
 from psgd.train.prepare import PreparedJob
 from psgd.train.scheduler import RoundStats, Scheduler
+from psgd.train.shm import job_prefix, remove_stale
 
 __all__ = ["DEFAULT_ROUNDS", "is_round_job", "run_rounds"]
 
@@ -182,7 +182,8 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     record = _Rounds(job, rounds, emit or (lambda event: None))
     error, diverged = None, False
     scheduler: Scheduler | None = None
-    prefix = f"psgd-{secrets.token_hex(3)}"  # short: macOS allows 31 characters
+    remove_stale()  # files of earlier jobs that were killed
+    prefix = job_prefix()
     with blas_threads(1):
         executors = make_executors(count, make_runner, prefix)
         try:
