@@ -43,5 +43,9 @@ class SyncTimeout(PsgdError):
     """SSGD waited for a codec result past its timeout, even after the codec's retry."""
 
 
+class Diverged(PsgdError):
+    """Training produced a non-finite loss or weights (the message names node and round)."""
+
+
 class JobFailed(PsgdError):
     """A job did not complete (the message says which node failed and why)."""

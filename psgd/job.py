@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psgd.errors import ConfigError
+from psgd.settings import check_assignment
 
 __all__ = [
     "EVAL_MODES",
@@ -145,6 +146,7 @@ class JobSpec:
         for option, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{option}: must be a whole number >= 1, got {value!r}")
+        check_assignment(self.assignment, self.node_count, self.redundancy)
         if not self.learn_rate > 0:
             raise ConfigError(f"--learn_rate: must be > 0, got {self.learn_rate!r}")
         if not self.timeout_s > 0:

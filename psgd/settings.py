@@ -9,6 +9,7 @@ blocks). With redundancy 1 both give node i block i.
 from __future__ import annotations
 
 import itertools
+import numbers
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,25 @@ if TYPE_CHECKING:
 
 from psgd.errors import ConfigError
 
-__all__ = ["ASSIGNMENTS", "BlockAssignment", "GlobalSettings", "make_assignment"]
+__all__ = [
+    "ASSIGNMENTS",
+    "MAX_BLOCK_COUNT",
+    "MAX_BLOCK_HOLDINGS",
+    "MAX_NODE_COUNT",
+    "BlockAssignment",
+    "GlobalSettings",
+    "check_assignment",
+    "make_assignment",
+]
+
+#: The most worker nodes a job may have. Federated jobs run many virtual clients per daemon
+#: (some 10,000 in a job), so the bound is generous; it only stops absurd requests.
+MAX_NODE_COUNT = 100_000
+#: The most data blocks an assignment may make (``iid`` makes C(node_count, redundancy)).
+MAX_BLOCK_COUNT = 100_000
+#: The most (block, holder) pairs an assignment may list: ``block_count * redundancy``.
+#: Both directions of the assignment are kept in memory, so this bounds its size (~15 MB).
+MAX_BLOCK_HOLDINGS = 200_000
 
 
 class BlockAssignment:
@@ -63,19 +82,64 @@ def _duplicate(node_count: int, redundancy: int) -> BlockAssignment:
 ASSIGNMENTS = {"iid": _iid, "duplicate": _duplicate}
 
 
-def make_assignment(name: str, node_count: int, redundancy: int) -> BlockAssignment:
-    """Build the named block assignment, checking its arguments."""
+def _combinations_over(n: int, k: int, limit: int) -> int:
+    """C(n, k), or the first partial product past ``limit`` (never a huge computation)."""
+    k = min(k, n - k)
+    count = 1
+    for i in range(1, k + 1):
+        count = count * (n - k + i) // i  # exact at every step; grows with i while k <= n/2
+        if count > limit:
+            return count
+    return count
+
+
+def check_assignment(name: str, node_count: int, redundancy: int) -> int:
+    """Check an assignment's arguments and bounds without building it; its block count.
+
+    Raises ``ConfigError`` naming the option and the bound (``MAX_NODE_COUNT``,
+    ``MAX_BLOCK_COUNT``, ``MAX_BLOCK_HOLDINGS``), so a job asking for an assignment too large
+    to hold is refused at once, wherever it is checked.
+    """
+    for option, value in (("node_count", node_count), ("redundancy", redundancy)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{option} must be a whole number, got {value!r:.40}")
     if node_count < 1:
         raise ConfigError(f"node_count must be >= 1, got {node_count}")
+    if node_count > MAX_NODE_COUNT:
+        raise ConfigError(
+            f"node_count {node_count} exceeds the limit of {MAX_NODE_COUNT} nodes per job "
+            "(psgd.settings.MAX_NODE_COUNT)"
+        )
     if not 1 <= redundancy <= node_count:
         raise ConfigError(f"redundancy must be in 1..node_count ({node_count}), got {redundancy}")
-    try:
-        build = ASSIGNMENTS[name]
-    except KeyError:
+    if name == "iid":
+        blocks = _combinations_over(node_count, redundancy, MAX_BLOCK_COUNT)
+        made = f"C({node_count}, {redundancy})"
+    elif name == "duplicate":
+        blocks, made = node_count // redundancy, f"{node_count} / {redundancy}"
+    else:
         raise ConfigError(
-            f"--assignment: unknown assignment {name!r}; expected one of {sorted(ASSIGNMENTS)}"
-        ) from None
-    return build(node_count, redundancy)
+            f"--assignment: unknown assignment {name!r:.40}; expected one of {sorted(ASSIGNMENTS)}"
+        )
+    if blocks > MAX_BLOCK_COUNT:
+        raise ConfigError(
+            f"--assignment {name} with --redundancy {redundancy} over {node_count} nodes makes "
+            f"{made} > {MAX_BLOCK_COUNT} blocks, over the limit (psgd.settings.MAX_BLOCK_COUNT); "
+            "lower --redundancy or use --assignment duplicate"
+        )
+    if blocks * redundancy > MAX_BLOCK_HOLDINGS:
+        raise ConfigError(
+            f"--assignment {name} with --redundancy {redundancy} over {node_count} nodes gives "
+            f"{blocks} blocks x {redundancy} holders = {blocks * redundancy} holdings, over the "
+            f"limit of {MAX_BLOCK_HOLDINGS} (psgd.settings.MAX_BLOCK_HOLDINGS); lower --redundancy"
+        )
+    return blocks
+
+
+def make_assignment(name: str, node_count: int, redundancy: int) -> BlockAssignment:
+    """Build the named block assignment, checking its arguments and bounds first."""
+    check_assignment(name, node_count, redundancy)
+    return ASSIGNMENTS[name](node_count, redundancy)
 
 
 class GlobalSettings:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from psgd.cli.argv import ARGV, KeepsArgv, detach_argv, sigterm_as_interrupt
 from psgd.cli.params import LayerSizes, ParamType
 from psgd.cli.round_options import round_options
 from psgd.cli.tools import retrieve
@@ -22,7 +24,10 @@ _OPTIMIZERS = ["sgd", "momentum", "adam", "adagrad", "rmsprop"]
 _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    cls=KeepsArgv,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--codec",
     default="plain.Plain",
@@ -294,7 +299,13 @@ def submit(ctx: click.Context, **options: Any) -> None:
         if detach_flag:
             _detach(ctx, out, spec.job_id)
             return
-        run_job(spec, out, quiet, target, resume=resume_dir is not None)
+        with sigterm_as_interrupt() as received:
+            try:
+                run_job(spec, out, quiet, target, resume=resume_dir is not None)
+            except KeyboardInterrupt:
+                signum = received[0] if received else signal.SIGINT
+                click.echo(f"interrupted ({signal.Signals(signum).name}): job aborted", err=True)
+                sys.exit(128 + signum)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except JobFailed as exc:
@@ -319,35 +330,10 @@ def _resumed_spec(run_dir: Path, out: Path | None, job_id: str | None) -> JobSpe
     return JobSpec.from_dict(saved)
 
 
-def _as_argv(ctx: click.Context) -> list[str]:
-    """The command line of ``ctx`` again, without --detach, --out and --job-id."""
-    argv: list[str] = []
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
-        skipped = ("detach", "out", "job_id")
-        if not isinstance(param, click.Option) or param.name in skipped:
-            continue
-        flag = param.opts[0]
-        if param.is_flag:  # compared with True: click 8.2+ gives flags an UNSET default
-            if value is True:
-                argv.append(flag)
-            continue
-        if value is None or value == param.default or value == ():
-            continue
-        if param.multiple:
-            for item in value:
-                argv += [flag, "=".join(map(str, item)) if isinstance(item, tuple) else item]
-        elif isinstance(value, list):
-            argv += [flag, ",".join(str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
 def _detach(ctx: click.Context, out: Path, job_id: str) -> None:
     from psgd.cluster.detach import SUBMITTER_LOG, detach
 
-    pid = detach(_as_argv(ctx), out, job_id)
+    pid = detach(detach_argv(ctx.command, ctx.meta.get(ARGV, [])), out, job_id)
     click.echo(f"job {job_id} detached (background submitter pid {pid})")
     click.echo(f"  progress: {out / SUBMITTER_LOG}")
     click.echo(f"  results:  python job_submit.py retrieve {out}")

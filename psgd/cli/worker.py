@@ -92,6 +92,13 @@ def _log_to(log_file: Path) -> None:
     show_default=True,
     help="Most frames (arrays + 1) in one message.",
 )
+@click.option(
+    "--parent-pid",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="Stop when this process (the --local submitter that started the daemon) is gone.",
+)
 def worker(
     port: int,
     bind: str,
@@ -101,10 +108,16 @@ def worker(
     max_message_mb: float,
     max_job_mb: float,
     max_frames: int,
+    parent_pid: int | None,
 ) -> None:
     """Start a psgd worker daemon: serves jobs one after another until Ctrl-C / SIGTERM."""
     from psgd.cluster.daemon import Daemon
+    from psgd.cluster.local import die_with_parent
     from psgd.net.security import Security
+
+    if parent_pid is not None and not die_with_parent(parent_pid):
+        click.echo(f"psgd-worker: the process that started it (pid {parent_pid}) is gone", err=True)
+        sys.exit(1)
 
     if keys is None and not _is_loopback(bind) and not insecure:
         click.echo(
@@ -118,8 +131,8 @@ def worker(
     limits = wire.Limits(max_frames=max_frames, max_message_bytes=int(max_message_mb * _MB))
     try:
         security = Security.for_worker(keys) if keys else None
-        daemon = Daemon(bind=bind, port=port, limits=limits,
-                        max_job_bytes=int(max_job_mb * _MB), security=security)  # fmt: skip
+        daemon = Daemon(bind=bind, port=port, limits=limits, max_job_bytes=int(max_job_mb * _MB),
+                        security=security, parent_pid=parent_pid)  # fmt: skip
     except (PsgdError, ConfigError) as exc:
         click.echo(f"psgd-worker: {exc}", err=True)
         sys.exit(1)
@@ -137,3 +150,7 @@ def worker(
     sys.stdout.flush()
     daemon.install_signal_handlers()
     daemon.serve_forever()
+    if daemon.abandoned:  # a job's thread would not stop: leave without waiting for it
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)

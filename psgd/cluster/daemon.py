@@ -1,13 +1,14 @@
 """The worker daemon: serves jobs one after another, never dies of a bad job or packet.
 
 The main thread owns the control socket (a ROUTER on ``--port``) and dispatches each message
-through a dict of small handlers. A job runs on a thread of its own with its own data-plane
-sockets (``transport.PeerChannel``); what it reports goes through a queue to the main thread.
+through a dict of small handlers; it never runs shipped code and never waits on a job, so HELLO,
+heartbeats and signals are always answered. A job is prepared (its codec loaded) on a thread of
+its own, then runs on another with its own data-plane sockets (``transport.PeerChannel``); what
+it reports goes through a queue to the main thread.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -22,19 +23,26 @@ from typing import Any
 
 import zmq
 
-from psgd.cluster.jobrun import JobRun, prepare_run
+from psgd.cluster.control import ControlPort
+from psgd.cluster.jobrun import JobRun
 from psgd.cluster.workers import DEFAULT_PORT
-from psgd.errors import MalformedMessage, PsgdError
-from psgd.net import protocol, wire, wire_format
+from psgd.errors import PsgdError
+from psgd.net import protocol, wire
+from psgd.net.droplog import DAEMON_ONLY, RefusalLog
 from psgd.net.handshakes import HandshakeMonitor
-from psgd.net.security import Security
-from psgd.net.transport import HEARTBEAT_INTERVAL_S, LIVENESS_INTERVALS, new_socket, tcp_address
+from psgd.net.security import CONTROL_DOMAIN, Security
+from psgd.net.transport import HEARTBEAT_INTERVAL_S, LIVENESS_INTERVALS
 
-__all__ = ["DEFAULT_PORT", "Daemon"]
+__all__ = ["DEFAULT_PORT", "SHUTDOWN_GRACE_S", "Daemon"]
 
 _log = logging.getLogger(__name__)
 
 _POLL_MS = 50
+#: On shutdown, how long a job (or a codec still loading) may take to stop before the daemon
+#: leaves its thread behind and exits anyway.
+SHUTDOWN_GRACE_S = 5.0
+#: How often a ``--local`` daemon checks that the submitter that started it is still there.
+PARENT_CHECK_S = 0.5
 
 
 class Daemon:
@@ -53,6 +61,8 @@ class Daemon:
         for a job (its data and code).
     security:
         CURVE keys: only authorised clients get through, everything is encrypted.
+    parent_pid:
+        Stop when this process (a ``--local`` submitter) is gone.
     """
 
     def __init__(
@@ -63,37 +73,15 @@ class Daemon:
         limits: wire.Limits = wire.DEFAULT_LIMITS,
         max_job_bytes: int = 1 << 30,
         security: Security | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         self.bind = bind
+        self.parent_pid = parent_pid
         self.limits = limits
         self.max_job_bytes = max_job_bytes
         self.security = security
         self.context = zmq.Context()
         self.authenticator = security.start_authenticator(self.context) if security else None
-        self.control = new_socket(
-            self.context, zmq.ROUTER, security=security, server=True,
-            max_frame_bytes=self._largest,
-        )  # fmt: skip
-        try:
-            if port == 0:
-                port = self.control.bind_to_random_port(tcp_address(bind, 0).rsplit(":", 1)[0])
-            else:
-                self.control.bind(tcp_address(bind, port))
-        except zmq.ZMQError as exc:
-            self.control.close(linger=0)
-            if self.authenticator is not None:
-                self.authenticator.stop()
-            self.context.term()
-            raise PsgdError(f"cannot listen on {tcp_address(bind, port)}: {exc}") from None
-        self.port = port
-        self.address = tcp_address(bind, port)
-        self._own_work_dir = work_dir is None
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="psgd-worker-"))
-        self.outbox: queue.SimpleQueue[tuple[bytes, list[Any]]] = queue.SimpleQueue()
-        self.job: JobRun | None = None
-        self.stop_event = threading.Event()
-        self.dropped = 0
-        self.jobs_served = 0
         self._handlers: dict[str, Callable[[bytes, protocol.Message], None]] = {
             protocol.HELLO: self._on_hello,
             protocol.JOB: self._on_job,
@@ -102,7 +90,30 @@ class Daemon:
             protocol.FINISH: self._on_finish,
             protocol.ABORT: self._on_abort,
         }
+        try:
+            self.control_port = ControlPort(
+                self.context, bind, port, limits, max_job_bytes, security, self._handlers
+            )
+        except PsgdError:
+            if self.authenticator is not None:
+                self.authenticator.stop()
+            self.context.term()
+            raise
+        self.control = self.control_port.socket
+        self.port = self.control_port.port
+        self.address = self.control_port.address
+        if security is not None:
+            security.names[CONTROL_DOMAIN] = f"control port {self.address}"
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="psgd-worker-"))
+        self.outbox: queue.SimpleQueue[tuple[bytes, list[Any]]] = queue.SimpleQueue()
+        self.job: JobRun | None = None
+        self.stop_event = threading.Event()
+        self.jobs_served = 0
+        #: True when a job's thread did not stop within ``SHUTDOWN_GRACE_S`` of shutdown.
+        self.abandoned = False
         self._last_heartbeat_sent = 0.0
+        self._last_parent_check = 0.0
 
     # -- main loop ---------------------------------------------------------------------
 
@@ -111,8 +122,11 @@ class Daemon:
         _log.info("worker listening on %s (pid %d)", self.address, os.getpid())
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
-        monitor = HandshakeMonitor(self.control, self.address) if self.security else None
-        if monitor is not None:
+        monitor = None
+        if self.security is not None:
+            refusals = RefusalLog(_log)
+            monitor = HandshakeMonitor(self.control, f"control port {self.address}", refusals,
+                                       DAEMON_ONLY)  # fmt: skip
             poller.register(monitor.socket, zmq.POLLIN)
         try:
             while not self.stop_event.is_set():
@@ -126,13 +140,30 @@ class Daemon:
         finally:
             if monitor is not None:
                 monitor.close()
-            if self.job is not None:
-                self.job.abort("worker shutting down")
-                self.job.join()
-                self._flush_outbox()
-                self.job = None
+            self._stop_job()
             self.close()
         _log.info("worker %s stopped after %d jobs", self.address, self.jobs_served)
+
+    def _stop_job(self) -> None:
+        """Abort the current job and wait a bounded time for its threads."""
+        job = self.job
+        if job is None:
+            return
+        job.abort("worker shutting down")
+        if not job.join(SHUTDOWN_GRACE_S):
+            self.abandoned = True
+            _log.warning(
+                "job %s did not stop within %.0f s (%s); leaving its thread behind",
+                job.job_id, SHUTDOWN_GRACE_S,
+                "its codec is still loading" if job.state == "preparing" else "a codec hangs",
+            )  # fmt: skip
+            return
+        if job.state == "preparing":
+            job.take_preparation()
+        if not job.started:
+            job.cleanup()
+        self._flush_outbox()
+        self.job = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -143,109 +174,32 @@ class Daemon:
             signal.signal(sig, lambda *_: self.stop())
 
     def close(self) -> None:
-        self.control.close(linger=0)
+        self.control_port.close()
         if self.authenticator is not None:
             self.authenticator.stop()
-        self.context.term()
-        if self._own_work_dir:
+        if not self.abandoned:  # term() would wait for the sockets of the thread left behind
+            self.context.term()
+        if self._own_work_dir and not self.abandoned:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _receive(self) -> None:
-        frames = self.control.recv_multipart(copy=False)
-        if len(frames) < 2:
-            self._drop(frames, "no identity or no body")
+        received = self.control_port.receive()
+        if received is None:
             return
-        identity = frames[0].bytes
-        size = sum(len(f.buffer) for f in frames[1:])
-        if len(frames) - 1 > self.limits.max_frames or size > self._largest:
-            self._refuse(identity, frames, size, "")
-            return
+        identity, message = received
         try:
-            message = protocol.parse(frames[1:], protocol.CONTROL_TYPES, self._decode_limits)
-        except wire.VersionMismatch as exc:
-            _log.warning("refused a %r from a peer speaking protocol %r", exc.kind, exc.theirs)
-            reason = (
-                f"protocol version mismatch: submitter speaks {exc.theirs!r}, "
-                f"worker {self.address} speaks {wire_format.PROTOCOL_VERSION}"
-            )
-            self._send(identity, protocol.make(protocol.REFUSED, reason=reason))
-            return
-        except MalformedMessage as exc:
-            self._drop(frames, str(exc))
-            return
-        if size > (
-            self.max_job_bytes if message.type == protocol.JOB else self.limits.max_message_bytes
-        ):
-            self._refuse(identity, frames, size, message.type, message.fields)
-            return
-        handler = self._handlers.get(message.type)
-        if handler is None:
-            self._drop(frames, f"{message.type!r} is not for a worker")
-            return
-        try:
-            handler(identity, message)
-        except Exception:
+            self._handlers[message.type](identity, message)
+        except Exception as exc:
             _log.exception("handler for %r failed; message dropped", message.type)
-            self.dropped += 1
+            self.control_port.drops.drop("%s: handler failed: %s", message.type, exc)
 
     @property
-    def _largest(self) -> int:
-        return max(self.limits.max_message_bytes, self.max_job_bytes)
-
-    @property
-    def _decode_limits(self) -> wire.Limits:
-        return dataclasses.replace(self.limits, max_message_bytes=self._largest)
-
-    def _refuse(
-        self,
-        identity: bytes,
-        frames: list[Any],
-        size: int,
-        kind: str,
-        fields: dict[str, Any] | None = None,
-    ) -> None:
-        """Drop a message over this worker's limits and tell its sender which limit."""
-        parts = len(frames) - 1
-        if parts > self.limits.max_frames:
-            reason = f"{parts} frames exceed the limit of {self.limits.max_frames} (--max-frames)"
-        elif kind == protocol.JOB:
-            reason = (
-                f"job of {size / 1e6:.1f} MB exceeds the limit of "
-                f"{self.max_job_bytes / 1e6:.1f} MB (--max-job-mb)"
-            )
-        else:
-            limit = self.limits.max_message_bytes if kind else self._largest
-            reason = (
-                f"message of {size / 1e6:.1f} MB exceeds the limit of {limit / 1e6:.1f} MB "
-                "(--max-message-mb)"
-            )
-        reason = f"worker {self.address}: {reason}"
-        self._drop(frames, reason)
-        if kind == protocol.JOB and fields is not None:
-            reply = protocol.make(
-                protocol.REJECTED, job=fields["job"], node=fields["node"], reason=reason
-            )
-        else:
-            reply = protocol.make(protocol.REFUSED, reason=reason)
-        self._send(identity, reply)
-
-    def _drop(self, frames: list[Any], why: str) -> None:
-        self.dropped += 1
-        head = bytes(frames[-1].buffer[:16]) if frames else b""
-        _log.warning(
-            "dropped malformed control message #%d (%d frames, %d bytes, first bytes %r): %s",
-            self.dropped,
-            len(frames),
-            sum(len(f.buffer) for f in frames),
-            head,
-            why,
-        )
+    def dropped(self) -> int:
+        """Control messages dropped so far."""
+        return self.control_port.drops.total
 
     def _send(self, identity: bytes, frames: list[Any]) -> None:
-        try:
-            self.control.send_multipart([identity, *frames], copy=False)
-        except zmq.ZMQError as exc:
-            _log.warning("could not answer %r: %s", identity, exc)
+        self.control_port.send(identity, frames)
 
     def _flush_outbox(self) -> None:
         while True:
@@ -256,11 +210,17 @@ class Daemon:
             self._send(identity, frames)
 
     def _tick(self) -> None:
+        now = time.monotonic()
+        self.control_port.tick(now)
+        self._check_parent(now)
         job = self.job
         if job is None:
             return
-        now = time.monotonic()
-        if not job.thread_alive() and job.started:
+        if job.state == "preparing" and job.preparation.done.is_set():
+            self._prepared(job)
+            if self.job is None:
+                return
+        if job.started and not job.thread_alive():
             job.join()
             self._flush_outbox()
             self.job = None
@@ -270,18 +230,58 @@ class Daemon:
                 self._send(job.submitter, job.final)
             return
         if now - self._last_heartbeat_sent >= HEARTBEAT_INTERVAL_S:
-            self._last_heartbeat_sent = now
-            self._send(job.submitter, protocol.make(protocol.HEARTBEAT, job=job.job_id))
+            self._heartbeat(job)
         silent = now - job.last_heard
         if silent > HEARTBEAT_INTERVAL_S * LIVENESS_INTERVALS and not job.aborted:
             _log.warning("job %s: submitter silent for %.1f s; aborting", job.job_id, silent)
-            job.abort(f"submitter silent for {silent:.1f} s")
-            if not job.started:
-                self._discard_unstarted(job)
+            self._abort(job, f"submitter silent for {silent:.1f} s")
+
+    def _heartbeat(self, job: JobRun) -> None:
+        """Tell the submitter this daemon lives, and how many strangers' messages the job's
+        data port dropped so far."""
+        self._last_heartbeat_sent = time.monotonic()
+        dropped = job.channel.dropped if job.state in ("ready", "running") else 0
+        self._send(job.submitter, protocol.make(protocol.HEARTBEAT, job=job.job_id,
+                                                dropped=dropped))  # fmt: skip
+
+    def _prepared(self, job: JobRun) -> None:
+        """The job's preparation ended: accept it, reject it, or (aborted meanwhile) drop it."""
+        job.take_preparation()
+        if job.aborted:
+            _log.info("job %s: aborted while it was being prepared; idle", job.job_id)
+            self._discard_unstarted(job)
+        elif job.state == "rejected":
+            self.control_port.rejected.drop("job %.40r node %s: %.2000s", job.job_id, job.node_id,
+                                     job.reason)  # fmt: skip
+            self._send(job.submitter, protocol.make(
+                protocol.REJECTED, job=job.job_id, node=job.node_id, reason=job.reason
+            ))  # fmt: skip
+            self.job = None
+        else:
+            _log.info("job %s node %s accepted", job.job_id, job.node_id)
+            self._send(job.submitter, protocol.make(
+                protocol.ACCEPTED, job=job.job_id, node=job.node_id, data=str(job.data_port)
+            ))  # fmt: skip
+
+    def _abort(self, job: JobRun, reason: str) -> None:
+        job.abort(reason)
+        if job.state == "preparing":
+            _log.warning("job %s: its codec is still loading; busy until that returns", job.job_id)
+        elif not job.started:
+            self._discard_unstarted(job)
 
     def _discard_unstarted(self, job: JobRun) -> None:
         job.cleanup()
         self.job = None
+
+    def _check_parent(self, now: float) -> None:
+        """A ``--local`` daemon stops when the submitter that started it is gone."""
+        if self.parent_pid is None or now - self._last_parent_check < PARENT_CHECK_S:
+            return
+        self._last_parent_check = now
+        if os.getppid() != self.parent_pid:
+            _log.warning("its submitter (pid %d) is gone; stopping", self.parent_pid)
+            self.stop()
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -295,47 +295,36 @@ class Daemon:
                 "max_job_bytes": self.max_job_bytes,
                 "max_frames": self.limits.max_frames,
             },
-        }
-        if self.job is not None:
-            fields["busy_with"] = self.job.job_id
+        }  # never the job's id: anyone may ask
         self._send(identity, protocol.make(protocol.HELLO_REPLY, **fields))
 
     def _on_job(self, identity: bytes, message: protocol.Message) -> None:
         job_id, node = message["job"], message["node"]
         if self.job is not None:
-            reason = f"worker {self.address} is busy with job {self.job.job_id}"
+            reason = f"worker {self.address} is busy with another job"
             self._send(
                 identity, protocol.make(protocol.REJECTED, job=job_id, node=node, reason=reason)
             )
             return
-        try:
-            run = prepare_run(
-                message, identity, self.context, self.bind, self.work_dir, self.outbox,
-                self.limits, self.security,
-            )  # fmt: skip
-        except Exception as exc:
-            _log.warning("job %.40r node %s rejected: %.2000s", job_id, node, exc)
-            self._send(
-                identity, protocol.make(protocol.REJECTED, job=job_id, node=node, reason=str(exc))
-            )
-            return
-        self.job = run
-        port = run.data_port
-        self._send(
-            identity, protocol.make(protocol.ACCEPTED, job=job_id, node=node, data=str(port))
-        )
+        self.job = JobRun(
+            message, identity, self.outbox, self.context, self.bind, self.work_dir, self.limits,
+            self.security,
+        )  # fmt: skip
+        _log.info("job %s node %s: preparing", job_id, node)
+        self._heartbeat(self.job)  # the job arrived: the submitter's liveness clock starts now
 
     def _current(self, identity: bytes, message: protocol.Message) -> JobRun | None:
         job = self.job
         if job is None or job.job_id != message["job"] or job.submitter != identity:
-            _log.info("ignored %r for job %r: not the current job", message.type, message["job"])
+            self.control_port.ignored.drop("%r for job %r: not the current job", message.type,
+                                    message["job"])  # fmt: skip
             return None
         job.last_heard = time.monotonic()
         return job
 
     def _on_start(self, identity: bytes, message: protocol.Message) -> None:
         job = self._current(identity, message)
-        if job is None or job.started:
+        if job is None or job.state != "ready":
             return
         try:
             peers = {int(node): str(address) for node, address in message["peers"].items()}
@@ -361,7 +350,5 @@ class Daemon:
         job = self._current(identity, message)
         if job is None:
             return
-        _log.warning("job %s aborted by the submitter: %s", job.job_id, message["reason"])
-        job.abort(message["reason"])
-        if not job.started:
-            self._discard_unstarted(job)
+        _log.warning("job %s aborted by the submitter: %.200s", job.job_id, message["reason"])
+        self._abort(job, message["reason"])

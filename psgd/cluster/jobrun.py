@@ -1,7 +1,8 @@
-"""One job on a worker daemon: unpack it, train (or serve as PS) on a thread, report back.
+"""One job on a worker daemon: prepare it, train (or serve as PS) on a thread, report back.
 
-Everything the job sends to its submitter goes through the daemon's outbox queue; the daemon's
-main thread owns the control socket.
+A job is prepared (checked, codec loaded, data channel opened) by a ``Preparation`` thread, then
+waits for START, then runs on a thread of its own. Everything it sends to its submitter goes
+through the daemon's outbox queue; the daemon's main thread owns the control socket.
 """
 
 from __future__ import annotations
@@ -12,92 +13,140 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
-from psgd.algorithms.attacks import Attack, parse_attacks
-from psgd.codec import Codec
-from psgd.errors import ConfigError
-from psgd.job import JobSpec
+from psgd.cluster.jobprep import Preparation, Prepared
+from psgd.errors import Diverged
 from psgd.net import protocol, wire
-from psgd.net.bundle import load_bundle, unload_bundle
+from psgd.net.bundle import unload_bundle
 from psgd.net.channel import JobAborted
+from psgd.net.droplog import DAEMON_ONLY_ATTR
 from psgd.net.security import Security
 from psgd.net.transport import PeerChannel
 from psgd.nn import build_learner
 from psgd.settings import GlobalSettings
 from psgd.train.sync import CodecSet, serve
-from psgd.train.trainer import Trainer, TrainerConfig
+from psgd.train.trainer import Trainer
 
-__all__ = ["JobRun", "prepare_run"]
+__all__ = ["JobRun"]
 
 _log = logging.getLogger(__name__)
 
 Outbox = queue.SimpleQueue[tuple[bytes, list[Any]]]
 
+#: The job log sent back to the submitter keeps at most this many lines and characters.
+JOB_LOG_MAX_LINES = 20_000
+JOB_LOG_MAX_CHARS = 4_000_000
+
 
 class _LogCapture(logging.Handler):
-    """Keeps the job's log lines to send back to the submitter."""
+    """Keeps the job's log lines to send back to the submitter (bounded).
+
+    Lines about the daemon rather than the job (its control port's drops and refusals,
+    marked ``DAEMON_ONLY``) stay in the daemon's own log.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.lines: list[str] = []
+        self.chars = 0
+        self.left_out = 0
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if len(self.lines) < 100_000:
-            self.lines.append(self.format(record))
+        if getattr(record, DAEMON_ONLY_ATTR, False):
+            return
+        if len(self.lines) >= JOB_LOG_MAX_LINES or self.chars >= JOB_LOG_MAX_CHARS:
+            self.left_out += 1
+            return
+        line = self.format(record)
+        self.lines.append(line)
+        self.chars += len(line)
+
+    def text(self) -> str:
+        tail = [f"... {self.left_out} more log lines left out"] if self.left_out else []
+        return "\n".join(self.lines + tail)
 
 
 class JobRun:
-    """A job accepted by this daemon, from unpacking to its last report."""
+    """A job this daemon took, from its JOB message to its last report.
+
+    ``state``: ``preparing`` (a ``Preparation`` thread checks the job, loads its codec and opens
+    its data channel), then ``rejected`` (``reason`` says why) or ``ready`` (accepted, waiting
+    for START), then ``running`` (on its own thread) until ``thread_alive()`` turns False.
+    Only the daemon's main thread changes ``state``.
+    """
 
     def __init__(
         self,
         message: protocol.Message,
         submitter: bytes,
-        parts: _JobParts,
-        classes: list[type[Codec]],
-        channel: PeerChannel,
-        folder: Path,
         outbox: Outbox,
+        context: zmq.Context,
+        bind_host: str,
+        work_dir: Path,
+        limits: wire.Limits = wire.DEFAULT_LIMITS,
+        security: Security | None = None,
     ) -> None:
         self.job_id: str = message["job"]
         self.node_id: int = message["node"]
         self.role: str = message["role"]
         self.content = message.content
-        self.spec, self.config, self.settings = parts.spec, parts.config, parts.settings
-        self.attack = parts.attack
         self.submitter = submitter
-        self.classes = classes
-        self.channel = channel
-        self.folder = folder
         self.outbox = outbox
         #: DONE or FAILED, sent by the daemon once it is idle again (never before).
         self.final: list[Any] | None = None
         self.last_heard = time.monotonic()
-        self.started = False
+        self.state = "preparing"
+        self.reason = ""
         self.aborted = False
         self.outcome = "not started"
         self._abort = threading.Event()
         self._finish = threading.Event()
         self._thread: threading.Thread | None = None
         self._log = _LogCapture()
+        self._prepared: Prepared | None = None
+        self.preparation = Preparation(message, context, bind_host, work_dir, limits, security)
+
+    @property
+    def started(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def prepared(self) -> Prepared:
+        assert self._prepared is not None, "the job is not prepared"
+        return self._prepared
+
+    @property
+    def channel(self) -> PeerChannel:
+        return self.prepared.channel
 
     @property
     def data_port(self) -> int:
         return int(self.channel.address.rsplit(":", 1)[1])
 
+    def take_preparation(self) -> None:
+        """Once ``preparation.done``: ``ready``, or ``rejected`` with the ``reason``."""
+        preparation = self.preparation
+        if preparation.prepared is None:
+            self.state, self.reason = "rejected", preparation.reason
+            return
+        self._prepared = preparation.prepared
+        self._prepared.channel.aborted = self._abort.is_set
+        self.state = "ready"
+
     def start(self, peers: dict[int, str]) -> None:
         """Connect to the peers (checked by the caller) and run the job on its own thread."""
         self.channel.connect(peers)
-        self.started = True
+        self.state = "running"
         target = self._run_worker if self.role == "worker" else self._run_server
-        self._thread = threading.Thread(target=self._guarded, args=(target,), name="psgd-job")
+        self._thread = threading.Thread(
+            target=self._guarded, args=(target,), name="psgd-job", daemon=True
+        )
         self._thread.start()
 
     def thread_alive(self) -> bool:
@@ -111,15 +160,21 @@ class JobRun:
         self._abort.set()
         self._finish.set()
 
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait for the preparation and the job's thread; True once both have ended."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        threads = [self.preparation.thread, *([self._thread] if self._thread else [])]
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
 
     def cleanup(self) -> None:
         """Close sockets and forget the codec modules (the job is over)."""
+        if self._prepared is None:
+            return  # a failed preparation cleaned up after itself
         self.channel.close()
-        unload_bundle(self.folder)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        unload_bundle(self.prepared.folder)
+        shutil.rmtree(self.prepared.folder, ignore_errors=True)
 
     def _report(self, type_: str, content: Any = None, **fields: Any) -> None:
         frames = protocol.make(type_, content, job=self.job_id, **fields)
@@ -138,8 +193,8 @@ class JobRun:
         root = logging.getLogger("psgd")
         root.addHandler(self._log)
         try:
-            GlobalSettings.set_default(self.settings)
-            names = sorted({c.__name__ for c in self.classes})
+            GlobalSettings.set_default(self.prepared.parts.settings)
+            names = sorted({c.__name__ for c in self.prepared.classes})
             _log.info(
                 "job %s: node %s (%s) starting with codecs %s on %s",
                 self.job_id, self.node_id, self.role, names, self.channel.address,
@@ -149,21 +204,27 @@ class JobRun:
         except JobAborted:
             self.outcome = "aborted"
             _log.info("job %s node %s aborted", self.job_id, self.node_id)
-        except BaseException as exc:
+        except Diverged as exc:
+            self.outcome = "diverged"
+            _log.error("job %s: %s", self.job_id, exc)
+            self._report(protocol.FAILED, node=self.node_id, error=str(exc), log=self._log.text(),
+                         diverged=True)  # fmt: skip
+        except BaseException as exc:  # a codec may raise anything, SystemExit included
             self.outcome = "failed"
             error = f"node {self.node_id}: {exc}"
+            if not isinstance(exc, Exception):
+                error = f"node {self.node_id}: {type(exc).__name__}: {exc}"
             if "Traceback" not in error:
                 error += "\n" + traceback.format_exc()
             _log.error("job %s failed: %s", self.job_id, error)
-            self._report(
-                protocol.FAILED, node=self.node_id, error=error, log="\n".join(self._log.lines)
-            )
+            self._report(protocol.FAILED, node=self.node_id, error=error, log=self._log.text())
         finally:
             root.removeHandler(self._log)
             self.cleanup()
 
     def _run_worker(self) -> None:
-        spec = self.spec
+        parts = self.prepared.parts
+        spec = parts.spec
         model = build_learner(
             spec.model, spec.activation, spec.components, np.random.default_rng(0)
         )
@@ -173,8 +234,8 @@ class JobRun:
         }
         test = tuple(self.content["test"])
         trainer = Trainer(
-            self.node_id, model, blocks, test, self.classes, self.channel, self.config,
-            self._emit, self._abort.is_set, self.attack, self._checkpoint,
+            self.node_id, model, blocks, test, self.prepared.classes, self.channel, parts.config,
+            self._emit, self._abort.is_set, parts.attack, self._checkpoint,
         )  # fmt: skip
         if self.content.get("resume") is not None:
             trainer.restore(self.content["resume"])
@@ -199,12 +260,12 @@ class JobRun:
             {"weights": model.get_weights()},
             node=self.node_id,
             report=figures,
-            log="\n".join(self._log.lines),
+            log=self._log.text(),
         )
 
     def _run_server(self) -> None:
         initial = list(self.content["weights"]) if isinstance(self.content, dict) else None
-        codecs = CodecSet(self.node_id, self.classes, self.channel, initial)
+        codecs = CodecSet(self.node_id, self.prepared.classes, self.channel, initial)
         try:
             serve(codecs, self._finish)
         finally:
@@ -214,70 +275,4 @@ class JobRun:
         figures = {"figures": {"node": self.node_id, "bytes_sent": self.channel.bytes_sent},
                    "batches": [], "epochs": [],
                    "params_read": sorted(GlobalSettings.params_read())}  # fmt: skip
-        self._report(
-            protocol.DONE, None, node=self.node_id, report=figures, log="\n".join(self._log.lines)
-        )
-
-
-@dataclass
-class _JobParts:
-    """A JOB message's settings, checked before any of its code is loaded."""
-
-    spec: JobSpec
-    config: TrainerConfig
-    settings: GlobalSettings
-    attack: Attack | None
-
-
-def _parts(message: protocol.Message) -> _JobParts:
-    try:
-        spec = JobSpec.from_dict(message["spec"])
-        config = TrainerConfig(**message["trainer"])
-        settings = GlobalSettings.for_job(spec, [int(n) for n in message["node_samples"]])
-        attack = parse_attacks(spec.attacks, spec.node_count).get(message["node"])
-    except Exception as exc:
-        raise ConfigError(f"bad job settings: {type(exc).__name__}: {exc}") from None
-    if attack is not None and attack.on_data:
-        attack = None  # data attacks were applied by the submitter
-    return _JobParts(spec, config, settings, attack)
-
-
-def prepare_run(
-    message: protocol.Message,
-    submitter: bytes,
-    context: zmq.Context,
-    bind_host: str,
-    work_dir: Path,
-    outbox: Outbox,
-    limits: wire.Limits = wire.DEFAULT_LIMITS,
-    security: Security | None = None,
-) -> JobRun:
-    """Check a JOB message, load its codecs and open its data channel; raises on any problem."""
-    role = message["role"]
-    if role not in ("worker", "ps"):
-        raise ConfigError(f"job role must be 'worker' or 'ps', got {role!r:.20}")
-    if role == "worker" and not isinstance(message.content, dict):
-        raise ConfigError("job carries no model and data")
-    parts = _parts(message)  # before running any shipped code
-    folder = work_dir / f"job-{message['job']}-{message['node']}"
-    if folder.resolve().parent != work_dir.resolve():
-        raise ConfigError(f"job id {message['job']!r:.40} is not a plain name")
-    try:
-        classes = load_bundle(message["bundle"], message["codecs"], folder)
-    except Exception as exc:
-        unload_bundle(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        detail = traceback.format_exc()
-        raise ConfigError(f"cannot load the codec: {type(exc).__name__}: {exc}\n{detail}") from None
-    aborted = threading.Event()
-    try:
-        channel = PeerChannel(
-            context, message["node"], message["job"], bind_host, aborted.is_set, limits, security
-        )
-    except Exception:
-        unload_bundle(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    run = JobRun(message, submitter, parts, classes, channel, folder, outbox)
-    channel.aborted = run._abort.is_set
-    return run
+        self._report(protocol.DONE, None, node=self.node_id, report=figures, log=self._log.text())

@@ -1,10 +1,19 @@
-"""``--local N``: start worker daemons on loopback for one job, stop them afterwards."""
+"""``--local N``: start worker daemons on loopback for one job, stop them afterwards.
+
+The daemons die with the submitter that started them, however it ends: it stops them on exit
+(Ctrl-C and SIGTERM included), and each daemon also stops on its own once that submitter is
+gone (SIGKILL included): Linux sends it SIGTERM (``PR_SET_PDEATHSIG``), and everywhere it
+notices that its parent changed.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -15,10 +24,26 @@ from psgd.cluster.workers import Endpoint
 from psgd.errors import PsgdError
 from psgd.nn.blas import BLAS_ENV_VARS
 
-__all__ = ["LocalCluster", "start_daemon"]
+__all__ = ["LocalCluster", "die_with_parent", "start_daemon"]
 
-_ADDRESS = re.compile(r"listening on tcp://(?P<host>[^\s\]]+|\[[^\]]+\]):(?P<port>\d+)")
+_ADDRESS = re.compile(r"listening on tcp://(?P<host>\[[^\]]+\]|[^\s\[\]]+):(?P<port>\d+)")
 START_TIMEOUT_S = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Ask the kernel for SIGTERM when the parent process dies (Linux; elsewhere a no-op).
+
+    Returns False if ``parent_pid`` is no longer this process's parent (it died already).
+    The daemon also watches its parent pid (``Daemon(parent_pid=...)``), on every system.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the parent-pid watch still stops the daemon
+    return os.getppid() == parent_pid
 
 
 class DaemonProcess:
@@ -91,7 +116,8 @@ class LocalCluster:
     def __init__(
         self, workers: int, with_ps: bool, log_dir: Path, keys: Path | None = None
     ) -> None:
-        self.extra = ["--keys", str(keys)] if keys else []
+        self.extra = ["--parent-pid", str(os.getpid())]
+        self.extra += ["--keys", str(keys)] if keys else []
         self.count = workers
         self.with_ps = with_ps
         self.log_dir = log_dir

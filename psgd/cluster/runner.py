@@ -90,8 +90,9 @@ def _write_run(
         return _write_round_run(folder, spec, result, mode, extra)
 
     summary = build_summary(
-        spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode
-    )
+        spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode,
+        result.diverged,
+    )  # fmt: skip
     summary.update(extra)
     write_records(folder, result.reports)
     for node, text in result.logs.items():

@@ -3,12 +3,14 @@
 Talks to each daemon's control port through a DEALER socket. Every wait is bounded: a daemon
 that does not answer, stops sending heartbeats or reports a failure ends the job with a
 message naming the node, and every other daemon is told to abort and go back to idle.
+Liveness (``psgd.cluster.liveness``) applies from the moment a daemon has a job.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +19,14 @@ from typing import Any
 
 import zmq
 
+from psgd.cluster.liveness import LIVE_STATES, death
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
 from psgd.errors import JobFailed, MalformedMessage
 from psgd.net import protocol, wire, wire_format
 from psgd.net.bundle import bundle_codecs
 from psgd.net.security import Security
-from psgd.net.transport import HEARTBEAT_INTERVAL_S, LIVENESS_INTERVALS, new_socket, tcp_address
+from psgd.net.transport import HEARTBEAT_INTERVAL_S, new_socket, tcp_address
 from psgd.results.outcome import NodeReport, RunResult
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.prepare import PreparedJob
@@ -31,6 +34,7 @@ from psgd.train.prepare import PreparedJob
 __all__ = ["Submitter"]
 
 _log = logging.getLogger(__name__)
+
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -47,6 +51,11 @@ class _Node:
     log: str = ""
     weights: list[Any] | None = None
     limits: dict[str, Any] | None = None
+    #: Messages its data port dropped (not from a member of the job, or malformed).
+    data_dropped: int = 0
+    #: When its JOB was sent; whether it has been heard from since.
+    shipped_at: float = 0.0
+    heard_since_shipped: bool = False
 
     @property
     def name(self) -> str:
@@ -109,10 +118,15 @@ class Submitter:
             protocol.CHECKPOINT: self._on_checkpoint,
             protocol.DONE: self._on_done,
             protocol.FAILED: self._on_failed,
-            protocol.HEARTBEAT: lambda node, message: None,
+            protocol.HEARTBEAT: self._on_heartbeat,
         }
         self._last_heartbeat = 0.0
         self._finish_sent = False
+        self._shipped_bytes = 0
+        #: The job's secret: only its members get it (their data-plane identities derive from it).
+        self.secret = secrets.token_bytes(32)
+        #: A node reported that its loss or weights became non-finite.
+        self.diverged = False
 
     def _connect(self, endpoint: Endpoint) -> zmq.Socket:
         sock = new_socket(self.context, zmq.DEALER, security=self.security)
@@ -135,7 +149,7 @@ class Submitter:
             error = str(exc)
             self._abort_all(error)
         except KeyboardInterrupt:
-            self._abort_all("the submitter was interrupted (Ctrl-C)")
+            self._abort_all("the submitter was interrupted (Ctrl-C or SIGTERM)")
             raise
         finally:
             self.close()
@@ -161,6 +175,7 @@ class Submitter:
             "spec": job.spec.to_dict(),
             "trainer": trainer,
             "node_samples": job.settings.node_samples,
+            "secret": self.secret,
         }
         test = (job.dataset.x_test, job.dataset.y_test)
         for node in self.nodes.values():
@@ -178,6 +193,9 @@ class Submitter:
             self._check_limits(node, frames)
             node.socket.send_multipart(frames, copy=False)
             node.state = "shipped"
+            node.shipped_at = time.monotonic()
+            self._shipped_bytes += wire.frames_size(frames)
+            self._heartbeat(node.shipped_at)  # those shipped already are waiting: keep them
         shipped = lambda: any(n.state == "shipped" for n in self.nodes.values())  # noqa: E731
         self._wait(lambda: not shipped(), max(60.0, 12 * self.answer_timeout_s), "accept the job")
 
@@ -225,40 +243,44 @@ class Submitter:
                 self._receive(sockets[sock])
             now = time.monotonic()
             if deadline is not None and now > deadline:
-                late = [n.name for n in self.nodes.values() if n.state in ("new", "shipped")]
-                hint = "is psgd-worker running there?"
-                if self.security is not None:
-                    hint += (
-                        " With --keys: does that worker use the worker key of your key folder, "
-                        "and is your public key in its authorized/ folder?"
-                    )
-                else:
-                    hint += " (a worker started with --keys answers only submitters with --keys)"
-                raise JobFailed(
-                    f"no answer from {', '.join(late)} within {timeout_s:g} s "
-                    f"(waiting for them to {what}): {hint}"
-                )
+                raise self._no_answer(timeout_s or 0.0, what)
             self._heartbeat(now)
+
+    def _no_answer(self, timeout_s: float, what: str) -> JobFailed:
+        """Why the nodes that should have answered within ``timeout_s`` did not."""
+        late = [n.name for n in self.nodes.values() if n.state in ("new", "shipped")]
+        preparing = [n for n in self.nodes.values() if n.state == "shipped"]
+        if preparing and all(n.heard_since_shipped for n in preparing):
+            return JobFailed(
+                f"{', '.join(late)} still preparing the job after {timeout_s:g} s "
+                "(alive, but loading the codec takes too long?)"
+            )
+        hint = "is psgd-worker running there?"
+        if self.security is not None:
+            hint += (
+                " With --keys: does that worker use the worker key of your key folder, "
+                "and is your public key in its authorized/ folder?"
+            )
+        else:
+            hint += " (a worker started with --keys answers only submitters with --keys)"
+        return JobFailed(
+            f"no answer from {', '.join(late)} within {timeout_s:g} s "
+            f"(waiting for them to {what}): {hint}"
+        )
 
     def _heartbeat(self, now: float) -> None:
         if now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:
             self._last_heartbeat = now
             for node in self.nodes.values():
-                if node.state in ("running", "trained"):
+                if node.state in LIVE_STATES:
                     node.socket.send_multipart(
                         protocol.make(protocol.HEARTBEAT, job=self.job.spec.job_id)
                     )
-        limit = HEARTBEAT_INTERVAL_S * LIVENESS_INTERVALS
         for node in self.nodes.values():
-            if node.state in ("running", "trained") and now - node.last_heard > limit:
-                seen = time.strftime(
-                    "%H:%M:%S", time.localtime(time.time() - (now - node.last_heard))
-                )
+            why = death(node, now, self._shipped_bytes)
+            if why is not None:
                 node.state = "failed"
-                raise JobFailed(
-                    f"{node.name} died: no heartbeat for {now - node.last_heard:.1f} s "
-                    f"(last heard at {seen})"
-                )
+                raise JobFailed(why)
 
     def _receive(self, node: _Node) -> None:
         frames = node.socket.recv_multipart(copy=False)
@@ -275,6 +297,8 @@ class Submitter:
         if message.get("job", self.job.spec.job_id) != self.job.spec.job_id:
             return
         node.last_heard = time.monotonic()
+        if node.state == "shipped":
+            node.heard_since_shipped = True
         handler = self._handlers.get(message.type)
         if handler is not None:
             handler(node, message)
@@ -283,7 +307,7 @@ class Submitter:
 
     def _on_hello_reply(self, node: _Node, message: protocol.Message) -> None:
         if message["state"] != "idle":
-            raise JobFailed(f"{node.name} is busy with job {message.get('busy_with')}")
+            raise JobFailed(f"{node.name} is busy with another job")
         node.limits = message.get("limits") or {}
         node.state = "idle"
 
@@ -297,6 +321,11 @@ class Submitter:
     def _on_rejected(self, node: _Node, message: protocol.Message) -> None:
         node.state = "failed"
         raise JobFailed(f"{node.name} rejected the job: {message['reason']}")
+
+    def _on_heartbeat(self, node: _Node, message: protocol.Message) -> None:
+        dropped = message.get("dropped")
+        if type(dropped) is int and dropped > node.data_dropped:
+            node.data_dropped = dropped
 
     def _on_progress(self, node: _Node, message: protocol.Message) -> None:
         self.emit(message["event"])
@@ -327,11 +356,20 @@ class Submitter:
     def _on_failed(self, node: _Node, message: protocol.Message) -> None:
         node.state = "failed"
         node.log = message["log"]
+        if message.get("diverged") is True:
+            self.diverged = True
+            raise JobFailed(f"{message['error']} ({node.endpoint})")
         raise JobFailed(f"{node.name} failed: {message['error']}")
 
     # -- result ------------------------------------------------------------------------
 
     def _result(self, wall_s: float, error: str | None) -> RunResult:
+        for node in self.nodes.values():
+            if node.data_dropped:
+                _log.warning(
+                    "%s: its data port dropped %d messages not from this job's members (or "
+                    "malformed); see its daemon's log", node.name, node.data_dropped,
+                )  # fmt: skip
         reports, weights, logs = [], {}, {}
         ps_bytes = None
         read: set[str] = set()
@@ -347,4 +385,7 @@ class Submitter:
             if node.weights is not None:
                 weights[node.node] = node.weights
         reports.sort(key=lambda r: r.node_id)
-        return RunResult(reports, ps_bytes, wall_s, error, weights, logs, params_read=sorted(read))
+        return RunResult(
+            reports, ps_bytes, wall_s, error, weights, logs,
+            diverged=self.diverged, params_read=sorted(read),
+        )  # fmt: skip

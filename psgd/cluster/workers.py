@@ -31,7 +31,8 @@ class Endpoint:
         return tcp_address(self.host, self.port)
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        """``host:port``, ``[v6]:port`` for IPv6 (as worker.json writes it)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)

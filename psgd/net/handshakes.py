@@ -8,17 +8,19 @@ connection's file descriptor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
-import time
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from psgd.net.droplog import RefusalLog, plain_address
+
 __all__ = ["HandshakeMonitor"]
 
 _log = logging.getLogger(__name__)
-_QUIET_S = 10.0
 
 _FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed (plaintext client?)",
@@ -31,24 +33,39 @@ def _peer_of(fd: int) -> str:
     try:
         with socket.socket(fileno=socket.dup(fd)) as sock:
             host, port = sock.getpeername()[:2]
-            return f"{host}:{port}"
+            return plain_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     except OSError:
         return "an unknown address (it hung up before it could be read)"
 
 
 class HandshakeMonitor:
-    """Watches one listening socket; call ``drain`` when ``socket`` is readable."""
+    """Watches one listening socket; call ``drain`` when ``socket`` is readable.
 
-    def __init__(self, listening: zmq.Socket, name: str) -> None:
+    ``name`` says which socket it is in the log lines (``control port tcp://...``); refusals
+    are logged through ``refusals`` (one line per host and interval, with counts).
+    """
+
+    def __init__(
+        self,
+        listening: zmq.Socket,
+        name: str,
+        refusals: RefusalLog | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         events = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
         for event in _FAILED:
             events |= event
+        self.listening = listening
         self.socket = listening.get_monitor_socket(events)
         self.name = name
-        self.refused = 0
+        self.refusals = refusals or RefusalLog(_log)
+        self.extra = extra
         self._peers: dict[int, str] = {}
         self._last_peer = "an unknown address"
-        self._logged: dict[str, float] = {}
+
+    @property
+    def refused(self) -> int:
+        return self.refusals.total
 
     def drain(self) -> None:
         while self.socket.poll(0):
@@ -62,16 +79,12 @@ class HandshakeMonitor:
                 self._refuse(_FAILED[kind])
 
     def _refuse(self, why: str) -> None:
-        self.refused += 1
         host = self._last_peer.rsplit(":", 1)[0]
-        now = time.monotonic()
-        if now - self._logged.get(host, -_QUIET_S) < _QUIET_S:
-            return  # a refused client retries every few hundred ms: one line per host and 10 s
-        self._logged[host] = now
-        _log.warning(
-            "refused a connection from %s on %s: %s (%d refused so far)",
-            self._last_peer, self.name, why, self.refused,
-        )  # fmt: skip
+        self.refusals.refuse(host, self._last_peer, self.name, why, self.extra)
 
     def close(self) -> None:
+        """Stop monitoring, then close the monitor socket (call from the listening socket's
+        thread). In that order: libzmq's I/O thread blocks sending an event to a closed one."""
+        with contextlib.suppress(zmq.ZMQError):  # the listening socket is gone already
+            self.listening.disable_monitor()
         self.socket.close(linger=0)

@@ -26,10 +26,12 @@ __all__ = [
 PROTOCOL_VERSION = wire.PROTOCOL_VERSION
 
 #: Submitter -> daemon.
-HELLO = "hello"  # {} -> HELLO_REPLY {state, pid, busy_with}
-JOB = "job"  # {job, node, role, spec, bundle, codecs, ps_codecs} + content {weights, blocks, test}
+HELLO = "hello"  # {} -> HELLO_REPLY {state, pid, limits}: never a job id (anyone may ask)
+#: {job, node, role, spec, trainer, node_samples, bundle, codecs, secret}
+#: + content {weights, blocks, test}; ``secret``: the job's, only its members receive it.
+JOB = "job"
 START = "start"  # {job, peers}
-HEARTBEAT = "heartbeat"  # {job}; both ways while a job runs
+HEARTBEAT = "heartbeat"  # {job}; both ways while a job runs; a daemon's adds dropped (int)
 FINISH = "finish"  # {job}: every node trained, stop serving peers and report
 ABORT = "abort"  # {job, reason}
 
@@ -41,7 +43,7 @@ PROGRESS = "progress"  # {job, event}
 TRAINED = "trained"  # {job, node}
 CHECKPOINT = "checkpoint"  # {job, node, epoch} + content: the node's state (psgd.train.checkpoint)
 DONE = "done"  # {job, node, report, log} + content {weights}
-FAILED = "failed"  # {job, node, error, log}
+FAILED = "failed"  # {job, node, error, log}, optional diverged: True
 REFUSED = "refused"  # {reason}: protocol versions differ
 
 #: Peer -> peer.
@@ -66,6 +68,7 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "node_samples": list,
         "bundle": dict,
         "codecs": list,
+        "secret": bytes,
     },
     START: {"job": str, "peers": dict},
     HEARTBEAT: {"job": str},

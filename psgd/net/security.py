@@ -1,133 +1,176 @@
 """Authentication and encryption with ZeroMQ's CURVE (libzmq + ``zmq.auth``).
 
-A key folder (``psgd keys generate DIR``) holds::
+Key folders are described in ``psgd.net.keys``. A daemon started with ``--keys DIR`` is a CURVE
+server on its control port and its data ports, with the workers' key pair, and checks every
+client key (ZAP) by the socket it connects to:
 
-    DIR/worker.key_secret       the workers' key pair (every daemon of the cluster shares it)
-    DIR/submitter.key_secret    a submitter's key pair (``psgd keys add DIR NAME`` makes more)
-    DIR/authorized/*.key        the public keys allowed to connect to a daemon
+- control port (ZAP domain ``psgd-control``): submitters, i.e. the keys in ``DIR/authorized``
+  other than the workers' own. The folder is read again whenever it changes, so removing a
+  submitter's key there revokes it for every new connection without a restart.
+- data ports (``psgd-data``): the workers' key only. Submitters never talk to data ports.
 
-A daemon started with ``--keys DIR`` is a CURVE server on its control and data ports and
-accepts only clients whose public key is in ``DIR/authorized``; it talks to its peers as a
-CURVE client with the worker key, so worker-to-worker traffic is encrypted and authenticated
-too. A submitter with ``--keys DIR`` connects with its own key pair and checks that the daemon
-holds the worker key. Every refused connection is logged with the peer's address.
+It talks to its peers as a CURVE client with the worker key, so worker-to-worker traffic is
+encrypted and authenticated too. A submitter connects with its own key pair and checks that the
+daemon holds the worker key. Every refused connection is logged with the peer's address and the
+socket it tried (bounded: ``psgd.net.droplog.RefusalLog``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
-import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from psgd.errors import ConfigError
+from psgd.net.droplog import DAEMON_ONLY, RefusalLog
+from psgd.net.keys import (
+    AUTHORIZED,
+    SUBMITTER_KEY,
+    WORKER_KEY,
+    add_key,
+    generate_keys,
+    load_pair,
+    load_public,
+)
 
-__all__ = ["AUTHORIZED", "WORKER_KEY", "Security", "add_key", "generate_keys"]
+__all__ = [
+    "AUTHORIZED",
+    "CONTROL_DOMAIN",
+    "DATA_DOMAIN",
+    "WORKER_KEY",
+    "Security",
+    "add_key",
+    "generate_keys",
+]
 
-WORKER_KEY = "worker"
-SUBMITTER_KEY = "submitter"
-AUTHORIZED = "authorized"
+#: ZAP domains: which sockets a client key is checked for.
+CONTROL_DOMAIN = "psgd-control"
+DATA_DOMAIN = "psgd-data"
 
 _log = logging.getLogger(__name__)
 
 
-def _create(folder: Path, name: str) -> None:
-    if (folder / f"{name}.key_secret").exists():
-        raise ConfigError(f"{folder / (name + '.key_secret')} exists; refusing to overwrite a key")
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"key name must be letters, digits, - or _, got {name!r}")
-    public, secret = zmq.auth.create_certificates(str(folder), name)
-    os.chmod(secret, 0o600)
-    authorized = folder / AUTHORIZED
-    authorized.mkdir(exist_ok=True)
-    os.replace(public, authorized / f"{name}.key")
+class _Submitters:
+    """The submitter keys of an ``authorized/`` folder, read again whenever it changes.
+
+    Keys are z85 text, as ``zmq.auth`` reads them from key files and hands them to callbacks.
+    """
+
+    def __init__(self, folder: Path, worker_public: bytes) -> None:
+        self.folder = folder
+        self.worker = worker_public
+        self._signature: tuple[tuple[str, int, int], ...] = ()
+        self._keys: frozenset[bytes] = frozenset()
+        self._lock = threading.Lock()
+
+    def _current_signature(self) -> tuple[tuple[str, int, int], ...]:
+        entries = []
+        for path in sorted(self.folder.glob("*.key")):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+        return tuple(entries)
+
+    def keys(self) -> frozenset[bytes]:
+        """The public keys allowed to submit (the workers' own excluded)."""
+        with self._lock:
+            signature = self._current_signature()
+            if signature != self._signature:
+                keys = set()
+                for name, _, _ in signature:
+                    if name == f"{WORKER_KEY}.key":
+                        continue  # the workers' public key (a new one too, after a rotation)
+                    try:
+                        keys.add(load_public(self.folder / name))
+                    except (ConfigError, ValueError) as exc:
+                        _log.warning("--keys: %s: skipped: %s", name, exc, extra=DAEMON_ONLY)
+                self._keys = frozenset(keys - {self.worker})
+                self._signature = signature
+            return self._keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP: may ``key`` (z85) submit?"""
+        return key in self.keys()
 
 
-def generate_keys(folder: Path) -> list[Path]:
-    """A new key folder with the worker key pair and one submitter key pair, both authorised."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (WORKER_KEY, SUBMITTER_KEY):
-        _create(folder, name)
-    return sorted(folder.rglob("*.key*"))
+class _WorkerOnly:
+    def __init__(self, worker_public: bytes) -> None:
+        self.worker = worker_public
 
-
-def add_key(folder: Path, name: str) -> Path:
-    """Add (and authorise) another submitter key pair; returns its secret file."""
-    if not (folder / f"{WORKER_KEY}.key_secret").exists() and not (folder / AUTHORIZED).is_dir():
-        raise ConfigError(f"{folder}: not a psgd key folder (run 'psgd keys generate' first)")
-    _create(folder, name)
-    return folder / f"{name}.key_secret"
-
-
-def _load_pair(path: Path) -> tuple[bytes, bytes]:
-    if not path.is_file():
-        raise ConfigError(f"--keys: {path} not found")
-    try:
-        public, secret = zmq.auth.load_certificate(str(path))
-    except Exception as exc:
-        raise ConfigError(f"--keys: {path} is not a CURVE key file: {exc}") from None
-    if secret is None:
-        raise ConfigError(f"--keys: {path} holds no secret key")
-    return public, secret
-
-
-def _worker_public(folder: Path) -> bytes:
-    path = folder / AUTHORIZED / f"{WORKER_KEY}.key"
-    if not path.is_file():
-        raise ConfigError(f"--keys: {path} (the workers' public key) not found")
-    public, _ = zmq.auth.load_certificate(str(path))
-    return public
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP: is ``key`` (z85) the workers' key?"""
+        return key == self.worker
 
 
 class _LoggingAuthenticator(ThreadAuthenticator):
-    """``zmq.auth`` authenticator that logs every refused connection with its address."""
+    """``zmq.auth`` authenticator that logs refused connections with address and socket."""
 
+    names: dict[str, str]
+    refusals: RefusalLog
     _address = "?"
+    _domain = ""
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+        self._domain = msg[2].decode("utf-8", "replace") if len(msg) > 2 else ""
         await super().handle_zap_message(msg)
 
     def _send_zap_reply(
         self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = ""
     ) -> None:
         if status_code != b"200":
-            _log.warning(
-                "refused a connection from %s: %s",
-                self._address,
-                status_text.decode("ascii", "replace"),
-            )
+            where = self.names.get(self._domain, f"ZAP domain {self._domain!r:.40}")
+            self.refusals.refuse(
+                self._address, self._address, where, status_text.decode("ascii", "replace"),
+                extra=DAEMON_ONLY if self._domain == CONTROL_DOMAIN else None,
+            )  # fmt: skip
         super()._send_zap_reply(request_id, status_code, status_text, user_id or "anonymous")
 
 
 @dataclass
 class Security:
-    """One side's CURVE keys; applies them to sockets (see ``transport.new_socket``)."""
+    """One side's CURVE keys; applies them to sockets (see ``transport.new_socket``).
+
+    ``names`` says, per ZAP domain, which socket it is (for the refusal lines); the daemon
+    and each job's data channel fill it in.
+    """
 
     public: bytes
     secret: bytes
     server_public: bytes
     authorized: Path
+    names: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_worker(cls, folder: Path) -> Security:
-        public, secret = _load_pair(folder / f"{WORKER_KEY}.key_secret")
+        public, secret = load_pair(folder / f"{WORKER_KEY}.key_secret")
         return cls(public, secret, public, folder / AUTHORIZED)
 
     @classmethod
     def for_submitter(cls, folder: Path, name: str = SUBMITTER_KEY) -> Security:
-        public, secret = _load_pair(folder / f"{name}.key_secret")
-        return cls(public, secret, _worker_public(folder), folder / AUTHORIZED)
+        public, secret = load_pair(folder / f"{name}.key_secret")
+        worker_public = folder / AUTHORIZED / f"{WORKER_KEY}.key"
+        if not worker_public.is_file():
+            raise ConfigError(f"--keys: {worker_public} (the workers' public key) not found")
+        return cls(public, secret, load_public(worker_public), folder / AUTHORIZED)
 
-    def server(self, sock: zmq.Socket) -> None:
-        """Make ``sock`` a CURVE server (it must be bound after this)."""
+    @property
+    def worker_user_id(self) -> str:
+        """The ZAP user id (z85 public key) of a peer holding the workers' key."""
+        return self.server_public.decode("ascii")
+
+    def server(self, sock: zmq.Socket, domain: str = CONTROL_DOMAIN) -> None:
+        """Make ``sock`` a CURVE server whose clients are checked for ``domain`` (bind after)."""
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
+        sock.zap_domain = domain.encode("ascii")
 
     def client(self, sock: zmq.Socket) -> None:
         """Make ``sock`` a CURVE client of the workers (it must connect after this)."""
@@ -136,10 +179,18 @@ class Security:
         sock.curve_serverkey = self.server_public
 
     def start_authenticator(self, context: zmq.Context) -> ThreadAuthenticator:
-        """Check every incoming connection on ``context`` against the authorised keys."""
-        if not any(self.authorized.glob("*.key")):
-            raise ConfigError(f"--keys: no authorised public keys in {self.authorized}")
+        """Check every incoming connection on ``context``: submitters on the control port,
+        the workers' key on data ports."""
+        submitters = _Submitters(self.authorized, self.public)
+        if not submitters.keys():
+            raise ConfigError(
+                f"--keys: no submitter public keys in {self.authorized} (the workers' own key "
+                "does not count); add one with 'psgd keys add'"
+            )
         authenticator = _LoggingAuthenticator(context)
+        authenticator.names = self.names
+        authenticator.refusals = RefusalLog(_log)
         authenticator.start()
-        authenticator.configure_curve(domain="*", location=str(self.authorized))
+        authenticator.configure_curve_callback(CONTROL_DOMAIN, submitters)
+        authenticator.configure_curve_callback(DATA_DOMAIN, _WorkerOnly(self.public))
         return authenticator

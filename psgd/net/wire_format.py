@@ -13,7 +13,8 @@ import numpy as np
 
 from psgd.errors import MalformedMessage
 
-PROTOCOL_VERSION: int = 1
+#: 2: JOB carries the job's secret; data-plane senders are tied to their connections.
+PROTOCOL_VERSION: int = 2
 BODY_KEY = "body"
 VERSION_KEY = "proto"
 

@@ -77,6 +77,15 @@ class RunResult:
     round_rows: list[dict[str, Any]] = field(default_factory=list)
     batch_rows: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    #: The job failed because a node's loss or weights became non-finite (``error`` says where).
+    diverged: bool = False
     #: ``--param`` keys the codecs read on the nodes (reported by daemons; in-process runs
     #: read ``GlobalSettings.params_read`` directly).
     params_read: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``diverged`` or ``failed``."""
+        if self.error is None:
+            return "completed"
+        return "diverged" if self.diverged else "failed"

@@ -25,8 +25,12 @@ def build_summary(
     ps_bytes_sent: int | None = None,
     error: str | None = None,
     mode: str = "simulate",
+    diverged: bool = False,
 ) -> dict[str, Any]:
     """The content of ``summary.json``.
+
+    ``status`` is ``completed``, ``failed``, or ``diverged`` (a node's loss or weights became
+    non-finite; ``error`` names the node and round): a run is completed only without an error.
 
     ``accuracy``/``loss`` are the mean final test figures over workers (the PS excluded);
     ``samples_per_s`` is the aggregate training throughput (each worker's samples over its
@@ -37,7 +41,7 @@ def build_summary(
         bytes_sent["ps"] = ps_bytes_sent
     return {
         "job_id": spec.job_id,
-        "status": "failed" if error else "completed",
+        "status": ("diverged" if diverged else "failed") if error else "completed",
         "error": error,
         "mode": mode,
         "accuracy": _mean([r.accuracy for r in reports]),
@@ -64,7 +68,7 @@ def build_round_summary(spec: JobSpec, result: RunResult, mode: str = "simulate"
     train_s = result.figures.get("train_s", 0.0)
     summary: dict[str, Any] = {
         "job_id": spec.job_id,
-        "status": "failed" if result.error else "completed",
+        "status": result.status,
         "error": result.error,
         "mode": mode,
         "accuracy": last.get("accuracy", float("nan")),

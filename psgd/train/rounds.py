@@ -12,7 +12,6 @@ evaluated round at or above A.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from psgd.codec import Parameter_Server
-from psgd.errors import PsgdError
+from psgd.errors import Diverged, PsgdError
 from psgd.nn import Learner
 from psgd.nn.blas import blas_threads
 from psgd.results.outcome import RunResult
@@ -31,6 +30,7 @@ from psgd.train.executors import default_executor_count, make_executors
 from psgd.train.node import ClientRunner
 from psgd.train.prepare import PreparedJob
 from psgd.train.scheduler import RoundStats, Scheduler
+from psgd.train.shm import job_prefix, remove_stale
 
 __all__ = ["DEFAULT_ROUNDS", "is_round_job", "run_rounds"]
 
@@ -107,6 +107,7 @@ class _Rounds:
 
     def __call__(self, stats: RoundStats, model: list[np.ndarray]) -> bool:
         """Record round ``stats`` with global ``model``; True once the job should stop."""
+        _check_finite(stats, model)
         last = stats.round_no >= self.rounds
         row: dict[str, Any] = {
             "round": stats.round_no,
@@ -148,6 +149,21 @@ class _Rounds:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _check_finite(stats: RoundStats, model: list[np.ndarray]) -> None:
+    """A round whose training loss or global model is not finite ends the job ``diverged``."""
+    if stats.steps and not np.isfinite(stats.train_loss):  # no steps: no loss, not nan
+        raise Diverged(
+            f"round {stats.round_no} diverged: the clients' training loss is {stats.train_loss} "
+            f"(clients {sorted(stats.clients)[:10]})"
+        )
+    for layer, value in enumerate(model):
+        if not np.isfinite(value).all():
+            raise Diverged(
+                f"node {Parameter_Server} (the server) diverged: layer {layer} of the global "
+                f"model became non-finite (nan or inf) in round {stats.round_no}"
+            )
+
+
 def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     """Run ``job`` round by round; never raises for the job's own failure (see ``error``)."""
     spec = job.spec
@@ -164,9 +180,10 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
         )  # fmt: skip
 
     record = _Rounds(job, rounds, emit or (lambda event: None))
-    error = None
+    error, diverged = None, False
     scheduler: Scheduler | None = None
-    prefix = f"psgd-{secrets.token_hex(3)}"  # short: macOS allows 31 characters
+    remove_stale()  # files of earlier jobs that were killed
+    prefix = job_prefix()
     with blas_threads(1):
         executors = make_executors(count, make_runner, prefix)
         try:
@@ -179,7 +196,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             scheduler.run()
             record.complete(wait=True)
         except PsgdError as exc:
-            error = str(exc)
+            error, diverged = str(exc), isinstance(exc, Diverged)
             _log.error("%s", error)
         finally:
             executors.close()  # first: queued runs may still read the messages released next
@@ -195,6 +212,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
         weights={Parameter_Server: list(record.model)},
         round_rows=record.rows,
         batch_rows=record.batch_rows,
+        diverged=diverged,
         figures={
             "rounds": len(record.rows),
             "target_accuracy": spec.target_accuracy,

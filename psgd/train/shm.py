@@ -25,7 +25,9 @@ __all__ = [
     "put_messages",
     "read_frames",
     "release",
+    "job_prefix",
     "remove_all",
+    "remove_stale",
     "take_messages",
 ]
 
@@ -103,3 +105,31 @@ def remove_all(prefix: str) -> None:
     for leftover in SEGMENT_DIR.glob(f"{prefix}-*"):
         with contextlib.suppress(OSError):
             leftover.unlink()
+
+
+def job_prefix() -> str:
+    """A prefix for one job's files that names the process owning them: ``psgd-<pid>-<hex>``."""
+    return f"psgd-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def remove_stale() -> int:
+    """Remove the files of jobs whose process is gone (killed before it could clean up)."""
+    removed = 0
+    for path in SEGMENT_DIR.glob("psgd-*-*"):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from psgd.codec import Parameter_Server
-from psgd.errors import ConfigError
+from psgd.errors import ConfigError, Diverged
 from psgd.net.channel import JobAborted
 from psgd.nn.blas import blas_threads
 from psgd.results.outcome import NodeReport, RunResult
@@ -75,12 +75,14 @@ def simulate(
     reports: dict[int, NodeReport] = {}
     models: dict[int, Any] = {}
     errors: list[str] = []
+    diverged: list[bool] = []
 
     def fail(where: str, exc: BaseException) -> None:
         if isinstance(exc, JobAborted):
             return
-        message = f"{where}: {exc}"
+        message = str(exc) if isinstance(exc, Diverged) else f"{where}: {exc}"
         errors.append(message)
+        diverged.append(isinstance(exc, Diverged))
         _log.error("%s", message)
         network.abort(message)
         countdown.done.set()
@@ -139,7 +141,8 @@ def simulate(
     error = errors[0] if errors else None
     weights = {node: model.get_weights() for node, model in models.items()}
     ps_sent = ps_bytes[0] if job.ps_classes else None
-    return RunResult(ordered, ps_sent, wall, error, weights)
+    first_diverged = bool(diverged) and diverged[0]
+    return RunResult(ordered, ps_sent, wall, error, weights, diverged=first_diverged)
 
 
 def _saver(folder: Path | None, node: int) -> Callable[[dict[str, Any]], None] | None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from psgd.algorithms.attacks import Attack
 from psgd.codec import BlockWeight, Codec
+from psgd.errors import Diverged
 from psgd.net.channel import Channel, JobAborted
 from psgd.nn import Learner, make_optimizer
 from psgd.results.outcome import NodeReport
@@ -229,9 +230,17 @@ class Trainer:
                 if self.modes[layer] == "params":
                     np.subtract(variable.value, delta, out=delta)
                 contents[layer].append(BlockWeight(delta, block_id))
+        where = f"epoch {epoch} batch {step} (round {batch_no})"
+        if not math.isfinite(loss):
+            raise Diverged(f"node {self.node_id} diverged: the training loss is {loss} in {where}")
         results = self.driver.exchange(batch_no, contents)
         for layer, variable in enumerate(self.variables):
             self._apply(layer, variable.value, results[layer], contents[layer])
+            if not np.isfinite(variable.value).all():
+                raise Diverged(
+                    f"node {self.node_id} diverged: layer {layer}'s weights became non-finite "
+                    f"(nan or inf) after the exchange of {where}"
+                )
         return loss / len(self.block_ids)
 
     def _apply(self, layer: int, value: np.ndarray, result: Any, own: list[BlockWeight]) -> None:

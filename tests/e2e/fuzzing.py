@@ -4,21 +4,22 @@ Every message comes with the outcome the daemon owes it (``Hostile.expect``), kn
 construction; ``control_verdict``/``peer_verdict`` re-check each one with the real decoder, so a
 generator slip fails at generation time instead of as a puzzling count in the daemon's log.
 
-Outcomes on the control port (README, Security; ``psgd.cluster.daemon``):
+Outcomes on the control port (README, Security; ``psgd.cluster.daemon``, ``control``):
 
-- ``DROPPED``: malformed, or a type a worker never handles: logged with the drop counter
-  ("dropped malformed control message #N"), no answer.
+- ``DROPPED``: malformed, or a type a worker never handles: counted in the control port's
+  drops ("malformed control messages dropped"), no answer.
 - ``REFUSED``: over a limit (size, frames): counted like a drop and answered REFUSED.
-- ``VERSION``: a well-formed header of another protocol version: answered REFUSED, not counted.
+- ``VERSION``: a well-formed header of another protocol version: answered REFUSED, counted
+  apart ("messages of another protocol version refused").
 - ``IGNORED``: START/HEARTBEAT/FINISH/ABORT for a job that is not the current one, or from
-  another peer than the job's submitter: logged "ignored", nothing else.
+  another peer than the job's submitter: counted as ignored, nothing else.
 - ``REJECTED``: a JOB the daemon cannot run (or arriving while busy): answered REJECTED.
 - ``ANSWERED``: HELLO: answered HELLO_REPLY.
 - ``SILENT``: START again or HEARTBEAT for the current job from its own submitter: no effect.
 
-On a job's data port every message is ``DROPPED`` (logged "dropped malformed peer message",
-counted in ``PeerChannel.dropped``) except a package of the job for a layer it does not have,
-``UNKNOWN_LAYER`` (logged "for unknown layer").
+On a job's data port every message from a stranger is ``DROPPED`` (counted in
+``PeerChannel.dropped`` and reported in the daemon's heartbeats), well-formed packages of the job
+included: a stranger holds no member identity of the job (``transport.member_identity``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from psgd.codec import Parameter_Server
 from psgd.errors import MalformedMessage
 from psgd.net import protocol, wire
 
@@ -89,11 +91,15 @@ TRAINER = {
 
 
 def tiny_job(job: str, role: str = "ps", bundle: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Header fields of a JOB a daemon accepts (a no-op codec, default spec) unless changed."""
+    """Header fields of a JOB a daemon accepts (a no-op codec, default spec) unless changed.
+
+    A parameter server is node ``Parameter_Server``; a worker node 0.
+    """
     return {
-        "job": job, "node": 0, "role": role, "spec": {}, "trainer": dict(TRAINER),
-        "node_samples": [1, 1], "bundle": bundle or {"fuzzcodec": NOOP_CODEC},
-        "codecs": ["fuzzcodec.Noop"] * LAYERS,
+        "job": job, "node": Parameter_Server if role == "ps" else 0, "role": role, "spec": {},
+        "trainer": dict(TRAINER), "node_samples": [1, 1],
+        "bundle": bundle or {"fuzzcodec": NOOP_CODEC}, "codecs": ["fuzzcodec.Noop"] * LAYERS,
+        "secret": b"fuzz-secret-" + job.encode()[:20].ljust(20, b"."),
     }  # fmt: skip
 
 
@@ -151,7 +157,8 @@ def control_verdict(frames: list[bytes], limits: DaemonLimits) -> str | protocol
 
 
 def peer_verdict(frames: list[bytes], limits: DaemonLimits, job: str) -> str:
-    """DROPPED for frames a job's data port must drop, UNKNOWN_LAYER or "valid" otherwise."""
+    """What the frames are, sent by a member: DROPPED (malformed or not of ``job``),
+    UNKNOWN_LAYER, or "valid". From a stranger, all of them are dropped."""
     try:
         message = protocol.parse(frames, protocol.PEER_TYPES, limits.peer)
     except MalformedMessage:
@@ -181,11 +188,13 @@ def _header(fields: dict[str, Any], body: Any = None, proto: Any = wire.PROTOCOL
 
 
 ARRAY, TUPLE, SCALAR = (msgpack.ExtType(code, b"") for code in (2, 1, 3))
+VERSION_NOW = wire.PROTOCOL_VERSION
 _WRONG: dict[Any, list[Any]] = {
     str: [5, 1.5, None, b"job", [], {}, True],
     int: ["0", 1.0, None, True, [], {}, b"\x00"],
     dict: [[], "peers", 0, None, b"{}"],
     list: [{}, "list", 0, None],
+    bytes: ["secret", 0, None, [], {}],
 }
 
 
@@ -319,7 +328,7 @@ class HostileMessages:
         return hostile if hostile is not None and hostile.expect == DROPPED else None
 
     def _valid_fields(self, type_: str) -> dict[str, Any]:
-        values: dict[Any, Any] = {str: self._job_id(), int: 0, dict: {}, list: []}
+        values: dict[Any, Any] = {str: self._job_id(), int: 0, dict: {}, list: [], bytes: bytes(32)}
         fields = {}
         for name, kind in protocol._FIELDS[type_].items():
             fields[name] = values[kind if kind in values else str]
@@ -408,7 +417,7 @@ class HostileMessages:
         opener = b"\x91" if self.rng.random() < 0.5 else b"\x81\xa1k"
         nested = opener * depth + b"\xc0"
         where = self._pick(["body", "job"])
-        items = [("t", msgpack.packb(protocol.HEARTBEAT)), ("proto", msgpack.packb(1))]
+        items = [("t", msgpack.packb(protocol.HEARTBEAT)), ("proto", msgpack.packb(VERSION_NOW))]
         items += [("job", msgpack.packb(self._job_id()))] if where == "body" else []
         items += [(where, nested)] + ([("body", b"\xc0")] if where == "job" else [])
         return Hostile(f"nested {depth} deep", [_packed_map(items)], DROPPED)
@@ -418,10 +427,10 @@ class HostileMessages:
             msgpack.packb([protocol.HELLO, 1]),
             msgpack.packb(7),
             msgpack.packb("hello"),
-            msgpack.packb({"t": protocol.HELLO, "proto": 1}),  # no body
-            msgpack.packb({1: 2, "t": protocol.HELLO, "body": None, "proto": 1}),
-            msgpack.packb({(1, 2): 2, "t": protocol.HELLO, "body": None, "proto": 1}),
-            msgpack.packb({"t": protocol.HELLO, "body": None, "proto": 1}) + b"\x00",
+            msgpack.packb({"t": protocol.HELLO, "proto": VERSION_NOW}),  # no body
+            msgpack.packb({1: 2, "t": protocol.HELLO, "body": None, "proto": VERSION_NOW}),
+            msgpack.packb({(1, 2): 2, "t": protocol.HELLO, "body": None, "proto": VERSION_NOW}),
+            msgpack.packb({"t": protocol.HELLO, "body": None, "proto": VERSION_NOW}) + b"\x00",
             b"",
             b"\xc1",  # never used in msgpack
             b"\xdf\xff\xff\xff\xff",  # a map of 4 G entries, then nothing
@@ -481,7 +490,8 @@ class HostileMessages:
 
     def _version(self, job: str | None, known: bool) -> Hostile | None:
         type_ = self._pick([protocol.HELLO, protocol.JOB, protocol.HEARTBEAT, "nonsense"])
-        proto = self._pick([0, 2, 99, "1", 1.0, None, [1], True])
+        now = VERSION_NOW
+        proto = self._pick([0, now - 1, now + 1, 99, str(now), float(now), None, [now], True])
         fields = {"t": type_, "job": self._job_id()}
         frames = [_header(fields, proto=proto)]
         if self.rng.random() < 0.3:
@@ -514,7 +524,8 @@ class HostileMessages:
     # -- data port ---------------------------------------------------------------------
 
     def peer(self, count: int, *, job: str) -> Iterator[Hostile]:
-        """``count`` messages for the data port of job ``job``."""
+        """``count`` messages from strangers for the data port of job ``job``: every one is
+        dropped, forged packages of the job (well-formed, any sender id) included."""
         makers: list[tuple[int, Callable[[str], Hostile | None]]] = [
             (14, lambda _: self._random_bytes(None, False)),
             (12, lambda j: self._truncated(j, False)),
@@ -529,6 +540,7 @@ class HostileMessages:
             (2, self._package_over_limit),
             (1, self._package_over_frames),
             (6, self._package_for_an_unknown_layer),
+            (12, self._forged_package),
         ]
         weights = np.array([w for w, _ in makers], dtype=float)
         made = 0
@@ -536,13 +548,8 @@ class HostileMessages:
             hostile = makers[int(self.rng.choice(len(makers), p=weights / weights.sum()))][1](job)
             if hostile is None:
                 continue
-            hostile = Hostile(
-                hostile.kind, hostile.frames, peer_verdict(hostile.frames, self.limits, job)
-            )
-            if hostile.expect == "valid":
-                continue  # a mutation that stayed a real package of the job: never send
             made += 1
-            yield hostile
+            yield Hostile(hostile.kind, hostile.frames, DROPPED)  # a stranger's, whatever it is
 
     def _package(self, job: str, **fields: Any) -> list[bytes]:
         content = [(0, 0, self.rng.standard_normal(int(self.rng.integers(1, 50))))]
@@ -583,7 +590,11 @@ class HostileMessages:
         fields = {"t": protocol.PACKAGE, "job": job, "src": 0, "layers": [0]}
         return Hostile(
             "package of another version",
-            [_header(fields, [(0, 0, 1.0)], proto=self._pick([0, 2, "1"]))],
+            [
+                _header(
+                    fields, [(0, 0, 1.0)], proto=self._pick([0, VERSION_NOW + 1, str(VERSION_NOW)])
+                )
+            ],
             DROPPED,
         )
 
@@ -601,6 +612,16 @@ class HostileMessages:
         header = {"t": protocol.PACKAGE, "job": job, "src": 1, "layers": [0]}
         frames = _frames(wire.encode(header, parts, limits=wire.Limits(max_frames=1 << 16)))
         return Hostile("package over --max-frames", frames, DROPPED)
+
+    def _forged_package(self, job: str) -> Hostile:
+        """A well-formed package of the job, as a member would send it: NaN, huge, or plain."""
+        values = self._pick([np.nan, np.inf, 1e30, 0.5])
+        layer = int(self.rng.integers(LAYERS))
+        content = [np.full(int(self.rng.integers(1, 50)), values, dtype=np.float32)]
+        src = int(self._pick([0, 1, Parameter_Server]))
+        frames = _frames(protocol.make(protocol.PACKAGE, content, job=job, src=src, layers=[layer]))
+        assert peer_verdict(frames, self.limits, job) == "valid"
+        return Hostile("forged package of the job", frames, DROPPED)
 
     def _package_for_an_unknown_layer(self, job: str) -> Hostile:
         layer = int(self._pick([-1, LAYERS, LAYERS + 1, 99, 1 << 40, -(1 << 62)]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,6 @@ from fuzzing import (
     IGNORED,
     REFUSED,
     REJECTED,
-    UNKNOWN_LAYER,
     VERSION,
     DaemonLimits,
     Hostile,
@@ -238,7 +238,7 @@ def run_out_of_order_flows(context: zmq.Context, address: str) -> Counter[str]:
         # JOB, then everything but a proper START; FINISH before START; then START.
         request(owner, protocol.make(protocol.JOB, **tiny_job("ooo-1")), protocol.ACCEPTED)
         busy = request(owner, protocol.make(protocol.JOB, **tiny_job("ooo-2")), protocol.REJECTED)
-        assert "is busy with job ooo-1" in busy["reason"]
+        assert "is busy with another job" in busy["reason"] and "ooo-1" not in busy["reason"]
         other.send_multipart(protocol.make(protocol.START, job="ooo-1", peers={}))
         other.send_multipart(protocol.make(protocol.ABORT, job="ooo-1", reason="not yours"))
         expect[IGNORED] += 2  # the right job id from the wrong peer
@@ -251,14 +251,20 @@ def run_out_of_order_flows(context: zmq.Context, address: str) -> Counter[str]:
         assert done["job"] == "ooo-1"
         wait_for("idle after ooo-1", lambda: hello_state(owner) == "idle")
 
-        # A job whose content is garbage fails on its thread and is reported.
+        # A job whose weights do not fit its model is rejected before any of its code runs;
+        # one that passes the checks but carries no data fails on its thread and is reported.
         garbage = protocol.make(protocol.JOB, {"weights": []}, **tiny_job("ooo-3", "worker"))
-        request(owner, garbage, protocol.ACCEPTED)
+        rejected = request(owner, garbage, protocol.REJECTED)
+        assert "do not match --model" in rejected["reason"]
+        assert hello_state(owner) == "idle"
+        no_data = protocol.make(protocol.JOB, {"weights": model_weights()},
+                                **tiny_job("ooo-3b", "worker"))  # fmt: skip
+        request(owner, no_data, protocol.ACCEPTED)
         failed = request(
-            owner, protocol.make(protocol.START, job="ooo-3", peers={}), protocol.FAILED
+            owner, protocol.make(protocol.START, job="ooo-3b", peers={}), protocol.FAILED
         )
-        assert "node 0" in failed["error"]
-        wait_for("idle after ooo-3", lambda: hello_state(owner) == "idle")
+        assert "node 0" in failed["error"] and "blocks" in failed["error"]
+        wait_for("idle after ooo-3b", lambda: hello_state(owner) == "idle")
 
         # ABORT before START discards the job at once; a START after it is for no job.
         request(owner, protocol.make(protocol.JOB, **tiny_job("ooo-4")), protocol.ACCEPTED)
@@ -271,6 +277,16 @@ def run_out_of_order_flows(context: zmq.Context, address: str) -> Counter[str]:
         owner.close(linger=0)
         other.close(linger=0)
     return expect
+
+
+def model_weights() -> list[np.ndarray]:
+    """Zero weights of the default model 784-128-128-10, as a JOB ships them."""
+    sizes = [784, 128, 128, 10]
+    return [
+        np.zeros(shape, dtype=np.float32)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        for shape in ((a, b), (b,))
+    ]
 
 
 def hello_state(sock: zmq.Socket) -> str:
@@ -330,7 +346,10 @@ def fuzz_while_idle(fuzz: HostileMessages, strangers: Strangers, sent: Sent) -> 
     sent.idle = list(fuzz.control(IDLE))
     for hostile in sent.idle:
         strangers.send(hostile)
-    assert strangers.barrier() == ["idle"] * STRANGERS
+    # A JOB is prepared off the control thread: the last one may still be loading when the
+    # barrier's hellos are answered; its REJECTED comes before the daemon is idle again.
+    wait_for("idle after the strangers' messages",
+             lambda: strangers.barrier() == ["idle"] * STRANGERS)  # fmt: skip
 
 
 def fuzz_a_live_job(
@@ -364,14 +383,9 @@ def fuzz_a_live_job(
         for hostile in sent.busy:
             strangers.send(hostile)
         assert strangers.barrier() == ["busy"] * STRANGERS
-        drops = sum(h.expect == DROPPED for h in sent.peer)
-        unknown_layer = sum(h.expect == UNKNOWN_LAYER for h in sent.peer)
-        wait_for(
+        wait_for(  # the daemon's heartbeats say how many its data port dropped
             "the data port to drop every hostile message",
-            lambda: (
-                log_of(target).count("dropped malformed peer message") >= drops
-                and log_of(target).count("for unknown layer") >= unknown_layer
-            ),
+            lambda: submitter.nodes[0].data_dropped >= len(sent.peer),
             daemon=target,
         )
         wait_for("the known peer's messages", submitter.spent.is_set)
@@ -387,36 +401,42 @@ def fuzz_a_live_job(
     return outcome["result"]
 
 
+def in_all(log: str, what: str) -> int:
+    """The final count of a daemon's drop log, logged when it stops (0 if none)."""
+    found = re.findall(rf": (\d+) {re.escape(what)} in all", log)
+    return int(found[-1]) if found else 0
+
+
 def check_log(log: str, sent: Sent) -> None:
-    """The daemon's log accounts for every hostile message."""
+    """The stopped daemon's log accounts for every hostile message, in bounded volume."""
     expect = sent.expected()
-    counted = [int(n) for n in re.findall(r"dropped malformed control message #(\d+) ", log)]
     figures = {
-        "control drops, counted": (max(counted), expect[DROPPED] + expect[REFUSED]),
-        "other versions, refused": (log.count("refused a "), expect[VERSION]),
-        "ignored": (log.count(": not the current job"), expect[IGNORED]),
-        "rejected while idle": (
-            len(re.findall(r"job \S+ node 0 rejected: ", log)),
-            sum(h.expect == REJECTED for h in sent.idle),
+        "control drops": (
+            in_all(log, "malformed control messages dropped"),
+            expect[DROPPED] + expect[REFUSED],
         ),
+        "other versions, refused": (
+            in_all(log, "messages of another protocol version refused"),
+            expect[VERSION],
+        ),
+        "ignored": (in_all(log, "job messages ignored"), expect[IGNORED]),
         "data port drops": (
-            log.count("dropped malformed peer message"),
-            sum(h.expect == DROPPED for h in sent.peer),
-        ),
-        "data port unknown layer": (
-            log.count("for unknown layer"),
-            sum(h.expect == UNKNOWN_LAYER for h in sent.peer),
+            in_all(log, "peer messages dropped (malformed, or not from a member)"),
+            len(sent.peer),
         ),
     }
     for name, (seen, wanted) in figures.items():
         print(f"  {name:<26} log {seen:5d}  expected {wanted:5d}")
-    assert counted == list(range(1, len(counted) + 1))  # one line per drop, counted in order
     for name, (seen, wanted) in figures.items():
         if name == "ignored":
             assert wanted <= seen <= wanted + IGNORED_SLACK, name
         else:
             assert seen == wanted, name
     assert "handler for" not in log  # every hostile message was stopped at the edge
+    lines = log.count("\n")
+    print(f"  daemon log: {lines} lines, {len(log)} bytes for {sum(expect.values())} + "
+          f"{len(sent.peer)} hostile messages")  # fmt: skip
+    assert lines < 400, "the log grows with the hostile messages"
 
 
 def test_daemon_survives_thousands_of_hostile_messages_idle_and_mid_job(daemons, daemon_tmp):
@@ -463,7 +483,17 @@ def test_daemon_survives_thousands_of_hostile_messages_idle_and_mid_job(daemons,
     assert strangers.replies[protocol.HELLO_REPLY] == strangers.hellos + sum(
         h.expect == ANSWERED for h in sent.strangers
     )
-    assert set(strangers.replies) <= {protocol.REFUSED, protocol.REJECTED, protocol.HELLO_REPLY}
+    # (a JOB's sender is heartbeaten while the daemon prepares it, even a hostile JOB)
+    assert set(strangers.replies) <= {
+        protocol.REFUSED,
+        protocol.REJECTED,
+        protocol.HELLO_REPLY,
+        protocol.HEARTBEAT,
+    }
+    job_log = result.logs[0]
+    assert job_log and "control port" not in job_log  # the daemon's business, not the job's
+    target.process.send_signal(signal.SIGTERM)
+    assert target.process.wait(timeout=WAIT_S) == 0
     check_log(log_of(target), sent)
     print(f"fuzz test took {time.monotonic() - started:.1f} s")
 

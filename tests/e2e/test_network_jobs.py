@@ -211,7 +211,7 @@ def test_busy_worker_refuses_a_second_job(spawn_daemons, tmp_path):
         second = submit(tmp_path, "--workers", str(workers), "--node_count", "1", *QUICK,
                         "--out", "second")  # fmt: skip
         assert second.returncode == 1
-        assert "is busy with job" in second.stderr
+        assert "is busy with another job" in second.stderr
     finally:
         long_job.send_signal(signal.SIGINT)
         long_job.wait(timeout=30)
@@ -250,26 +250,27 @@ def test_daemon_survives_garbage_and_stops_cleanly_on_sigterm(spawn_daemons):
     daemon = spawn_daemons(1)[0]
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 5000)  # deliver all of it before the context ends
+    sock.setsockopt(zmq.LINGER, 0)
     sock.connect(daemon.endpoint.address)
     rng = np.random.default_rng(0)
-    for size in range(200):
+    for size in range(2000):
         sock.send_multipart([rng.bytes(size % 64 + 1) for _ in range(size % 4 + 1)])
+    # A peer's messages are handled in order: once this hello is answered, all of it was.
+    sock.send_multipart(protocol.make(protocol.HELLO))
+    assert sock.poll(15_000)
+    assert protocol.parse(sock.recv_multipart(), protocol.CONTROL_TYPES)["state"] == "idle"
     sock.close()
     context.term()
 
     def log() -> str:
         return "".join(p.read_text() for p in daemon.log.glob("worker-*.log"))
 
-    deadline = time.monotonic() + 15
-    while "dropped malformed control message #200 " not in log():
-        assert time.monotonic() < deadline, log()[-2000:]
-        time.sleep(0.05)
-    assert "#201" not in log()
-    assert ask_state(daemon.endpoint) == "idle"
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=15) == 0
     assert "stopped after 0 jobs" in log()
+    # Every drop counted, a bounded number of lines for them: a few in full per interval.
+    assert "2000 malformed control messages dropped in all" in log()
+    assert log().count("\n") < 50, log()[-3000:]
 
 
 def test_port_in_use_is_one_clear_line_and_exit_code_1(spawn_daemons, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import zmq
 from entry_points import SUBMIT, WORKER
+from fuzzing import tiny_job
 
 from psgd.cluster.local import start_daemon
+from psgd.cluster.probe import ask_state
 from psgd.cluster.submit import Submitter
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
@@ -151,3 +154,87 @@ def test_oversized_message_gets_a_clear_refusal_and_the_daemon_keeps_serving(tmp
         sock.close()
         context.term()
         daemon.stop()
+
+
+def test_key_folders_are_private_from_the_start(tmp_path, monkeypatch):
+    monkeypatch.setattr("psgd.net.keys.os.chmod", lambda *args: None)  # no tightening after
+    old = os.umask(0o022)
+    try:
+        keys = tmp_path / "keys"
+        generate_keys(keys)
+        add_key(keys, "alice", tmp_path / "alice")
+    finally:
+        os.umask(old)
+    alice = tmp_path / "alice"
+    for folder in (keys, keys / "authorized", alice, alice / "authorized"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for secret in [*keys.glob("*.key_secret"), alice / "alice.key_secret"]:
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+
+
+def test_submitters_get_a_folder_without_the_worker_secret_and_can_be_revoked(
+    tmp_path, keys, secure_daemon
+):
+    alice = tmp_path / "alice"
+    add_key(keys, "alice", alice)
+    assert sorted(str(p.relative_to(alice)) for p in alice.rglob("*.key*")) == [
+        "alice.key_secret", "authorized/worker.key"
+    ]  # fmt: skip
+    assert not (keys / "alice.key_secret").exists()
+    as_alice = Security.for_submitter(alice, "alice")
+    assert ask_state(secure_daemon.endpoint, 3.0, as_alice) == "idle"
+    # The workers' own key may not submit: it is authorised on data ports only.
+    as_worker = Security.for_worker(keys)
+    assert ask_state(secure_daemon.endpoint, 1.5, as_worker) == "silent"
+    # Revoked: her public key removed from the daemon's authorized/, no restart.
+    (keys / "authorized" / "alice.key").unlink()
+    assert ask_state(secure_daemon.endpoint, 1.5, as_alice) == "silent"
+    log = wait_for_log(secure_daemon, "Unknown key")
+    assert re.search(r"refused a connection from 127\.0\.0\.1 on control port tcp://", log)
+    job = prepare_job(JobSpec(**SMALL))  # the folder's own submitter key still works
+    result = Submitter(job, [secure_daemon.endpoint], security=Security.for_submitter(keys)).run()
+    assert result.error is None, result.error
+
+
+def test_refused_data_port_connections_are_logged_with_address_and_port(keys, secure_daemon):
+    context = zmq.Context()
+    try:
+        owner = context.socket(zmq.DEALER)
+        owner.setsockopt(zmq.LINGER, 0)
+        Security.for_submitter(keys).client(owner)
+        owner.connect(secure_daemon.endpoint.address)
+        owner.send_multipart(protocol.make(protocol.JOB, **tiny_job("open-port")))
+        accepted = wait_reply(owner, protocol.ACCEPTED)
+        data = f"tcp://127.0.0.1:{accepted['data']}"
+        owner.send_multipart(protocol.make(protocol.START, job="open-port", peers={-2: data}))
+        plaintext = context.socket(zmq.DEALER)
+        submitter_key = context.socket(zmq.DEALER)  # a submitter's key has no business there
+        Security.for_submitter(keys).client(submitter_key)
+        for sock in (plaintext, submitter_key):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(data)
+            sock.send(b"hello?")
+        on_data_port = f"on data port {data} (job open-port node -2)"
+        log = wait_for_log(secure_daemon, f"{on_data_port}: Unknown key")
+        # A plaintext client fails the CURVE handshake; libzmq reports it either way, and
+        # without its address when the client hung up before the monitor could read it.
+        source = r"(127\.0\.0\.1:\d+|an unknown address \([^)]*\))"
+        pattern = rf"refused a connection from {source} {re.escape(on_data_port)}: "
+        pattern += r"(handshake failed \(plaintext client\?\)|protocol error)"
+        deadline = time.monotonic() + 10
+        while not re.search(pattern, log):
+            assert time.monotonic() < deadline, log[-2000:]
+            time.sleep(0.05)
+            log = daemon_log(secure_daemon)
+        owner.send_multipart(protocol.make(protocol.ABORT, job="open-port", reason="done"))
+    finally:
+        context.destroy(linger=0)
+
+
+def wait_reply(sock, want: str, timeout_s: float = 10.0) -> protocol.Message:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert sock.poll(max(1, int((deadline - time.monotonic()) * 1000))), f"no {want}"
+        message = protocol.parse(sock.recv_multipart(), protocol.CONTROL_TYPES)
+        if message.type == want:
+            return message

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
 from entry_points import SUBMIT
 
+from psgd.cli.argv import detach_argv
 from psgd.cli.submit import submit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,3 +120,42 @@ def test_codec_that_raises_in_init_is_one_clear_message_before_training(tmp_path
     assert result.exit_code == 2
     assert "codec Bad: __init__ raised RuntimeError: no GPU here" in result.output
     assert "epoch" not in result.output
+
+
+def test_detach_reruns_what_was_typed_without_detach_out_and_job_id(tmp_path, monkeypatch):
+    started: list[list[str]] = []
+    monkeypatch.setattr(
+        "psgd.cluster.detach.detach", lambda argv, out, job_id: started.append(argv) or 4242
+    )
+    typed = ["--local", "2", "--epochs", "1", "--param", "note=x", "--out", str(tmp_path / "r"),
+             "--detach", "-q", "--job-id", "j-1", "--param=b=2", "--out=elsewhere"]  # fmt: skip
+    result = CliRunner().invoke(submit, typed)
+    assert result.exit_code == 0, result.output
+    assert "detached (background submitter pid 4242)" in result.output
+    assert started == [["--local", "2", "--epochs", "1", "--param", "note=x", "-q", "--param=b=2"]]
+
+
+def test_detach_argv_never_takes_a_value_for_an_option():
+    argv = ["--codec", "--detach", "--out", "--job-id", "--simulate", "--workers", "-q"]
+    assert detach_argv(submit, argv) == ["--codec", "--detach", "--simulate", "--workers", "-q"]
+
+
+def test_a_diverging_run_ends_diverged_and_exits_non_zero(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(submit, [*QUICK, "--attack", "1:scale:1e308", "--out", str(out)])
+    assert result.exit_code == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert re.match(r"node \d diverged: .*\(round 0\)$", summary["error"])
+    assert "diverged" in result.output
+
+
+def test_a_diverging_round_job_ends_diverged(tmp_path):
+    out = tmp_path / "run"
+    federated = ["--codec", "federated.FedAvgClient", "--ps-codec", "federated.FedAvgServer",
+                 "--node_count", "4", "--rounds", "3", "--optimizer", "sgd", "--learn_rate",
+                 "1e30"]  # fmt: skip
+    result = CliRunner().invoke(submit, [*QUICK, *federated, "--out", str(out)])
+    assert result.exit_code == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["error"].startswith("round 1 diverged")

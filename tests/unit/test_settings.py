@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from itertools import combinations
 
 import pytest
 
 from psgd import GlobalSettings
 from psgd.errors import ConfigError
+from psgd.job import JobSpec
 
 
 def test_iid_gives_a_block_to_every_combination_of_redundancy_nodes():
@@ -58,3 +60,31 @@ def test_bad_assignments_are_clear_errors(nodes, redundancy, assignment, match):
 def test_get_default_without_a_job_is_a_clear_error():
     with pytest.raises(ConfigError, match="no job"):
         GlobalSettings.get_default()
+
+
+@pytest.mark.parametrize(
+    ("nodes", "redundancy", "assignment", "match"),
+    [
+        (10**7, 1, "iid", r"node_count 10000000 exceeds the limit of 100000 .*MAX_NODE_COUNT"),
+        (1000, 3, "iid", r"C\(1000, 3\) > 100000 blocks, over the limit .*MAX_BLOCK_COUNT"),
+        (100_000, 50_000, "iid", r"C\(100000, 50000\) > 100000 blocks"),
+        (100_000, 2, "duplicate", r"50000 blocks x 2 holders = 100000 holdings"),
+    ],
+)
+def test_assignments_too_large_to_hold_are_refused_at_once(
+    nodes, redundancy, assignment, match, monkeypatch
+):
+    if assignment == "duplicate":  # 100000 holdings are allowed: show the bound with a smaller one
+        monkeypatch.setattr("psgd.settings.MAX_BLOCK_HOLDINGS", 99_999)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=match):
+        GlobalSettings(nodes, redundancy, assignment)
+    with pytest.raises(ConfigError, match=match):
+        JobSpec(node_count=nodes, redundancy=redundancy, assignment=assignment)
+    assert time.perf_counter() - started < 0.1  # checked, never built
+
+
+def test_ten_thousand_virtual_clients_fit_in_a_job():
+    settings = GlobalSettings(10_000)
+    assert settings.block_count == 10_000 and settings.node_2_block[9_999] == [9_999]
+    assert JobSpec(node_count=10_000, redundancy=2, assignment="duplicate").node_count == 10_000
