@@ -156,7 +156,7 @@ class ClientRunner:
         limit = state.steps + MAX_LOCAL_EPOCHS_PER_RUN * per_epoch
         _load_personal(self.model, state.personal or self._initial_personal)
         optimizers = [make_optimizer(self.optimizer, self.learn_rate) for _ in self.variables]
-        order, order_epoch = indices, -1
+        batches, order_epoch = indices[None, :0], -1
         while all(codec.is_done() for codec in state.codecs):
             for variable, codec in zip(self.variables, state.codecs, strict=True):
                 variable.value = _as_value(codec.get_result(), variable.value)
@@ -167,11 +167,12 @@ class ClientRunner:
                     "setting results once it has sent its round's update"
                 )
             epoch, step = divmod(state.steps, per_epoch)
-            if epoch != order_epoch:
+            if epoch != order_epoch:  # the epoch's batches: a permutation, wrapped to full ones
                 rng = np.random.default_rng([self.seed, state.node_id, epoch])
-                order, order_epoch = indices[rng.permutation(len(indices))], epoch
-            rows = order.take(np.arange(step * self.batch_size, (step + 1) * self.batch_size),
-                              mode="wrap")  # fmt: skip
+                order = indices[rng.permutation(len(indices))]
+                batches = np.resize(order, per_epoch * self.batch_size).reshape(per_epoch, -1)
+                order_epoch = epoch
+            rows = batches[step]
             np.take(self.x_train, rows, axis=0, out=self._x)
             np.take(self.y_train, rows, axis=0, out=self._y)
             loss = float(self.model.loss_and_grads(self._x, self._y))
