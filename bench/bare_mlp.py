@@ -11,10 +11,10 @@ SIZES = (784, 128, 128, 10)
 LR, B1, B2, EPS = 0.001, 0.9, 0.999, 1e-8
 
 
-def init_params(rng: np.random.Generator) -> list[np.ndarray]:
+def init_params(rng: np.random.Generator, sizes: tuple[int, ...] = SIZES) -> list[np.ndarray]:
     """He-uniform weights and zero biases: w1, b1, w2, b2, w3, b3."""
     params = []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:], strict=True):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         limit = np.sqrt(6.0 / fan_in)
         params.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
         params.append(np.zeros(fan_out, dtype=np.float32))

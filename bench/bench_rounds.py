@@ -35,7 +35,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from bare_mlp import gradients  # noqa: E402
+from bare_mlp import gradients, init_params  # noqa: E402
 
 from psgd.data import load_mnist  # noqa: E402
 
@@ -51,15 +51,6 @@ _MEASURED_RUN = (
     "print(max(usage))\n"
 )
 BATCH, LR = 10, 0.1
-
-
-def _init(rng: np.random.Generator) -> list[np.ndarray]:
-    params = []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:], strict=True):
-        limit = np.sqrt(6.0 / fan_in)
-        params.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
-        params.append(np.zeros(fan_out, dtype=np.float32))
-    return params
 
 
 def _evaluate(params: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
@@ -78,7 +69,7 @@ def bare_rounds(clients: int, fraction: float, rounds: int) -> tuple[float, floa
     rng = np.random.default_rng(0)
     parts = np.array_split(rng.permutation(len(data.y_train)), clients)
     picked_per_round = max(1, round(fraction * clients))
-    model = _init(rng)
+    model = init_params(rng, SIZES)
     times, accuracy = [], 0.0
     for _ in range(rounds):
         start = time.perf_counter()
