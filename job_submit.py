@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Submit a psgd job: ``python job_submit.py --help``."""
 
-from psgd.nn.blas import limit_blas_threads
+from psgd.blas_env import limit_blas_threads
 
 limit_blas_threads()
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start a psgd worker daemon: ``python worker.py --help``."""
 
-from psgd.nn.blas import limit_blas_threads
+from psgd.blas_env import limit_blas_threads
 
 limit_blas_threads()
 

@@ -149,7 +149,10 @@ def worker(
     click.echo(f"psgd worker listening on {daemon.address} (pid {os.getpid()}, log {log_file})")
     sys.stdout.flush()
     daemon.install_signal_handlers()
-    daemon.serve_forever()
+    from psgd.nn.blas import blas_threads
+
+    with blas_threads(1):  # also when started as psgd-worker, after numpy loaded
+        daemon.serve_forever()
     if daemon.abandoned:  # a job's thread would not stop: leave without waiting for it
         logging.shutdown()
         sys.stdout.flush()

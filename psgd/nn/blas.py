@@ -7,19 +7,12 @@ numpy loads; ``blas_threads`` changes the limit at run time through threadpoolct
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = ["BLAS_ENV_VARS", "blas_threads", "limit_blas_threads"]
 
-BLAS_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def limit_blas_threads(threads: int = 1) -> None:
-    """Set the BLAS thread count for this process (before numpy loads) unless already set."""
-    for name in BLAS_ENV_VARS:
-        os.environ.setdefault(name, str(threads))
+from psgd.blas_env import BLAS_ENV_VARS, limit_blas_threads  # re-exported
 
 
 @contextmanager

@@ -118,3 +118,13 @@ def test_importing_a_part_loads_nothing_above_it(part: str):
     ).stdout.split()
     loaded = {name for name in out if (PACKAGE_DIR / name).is_dir()}
     assert loaded <= ALLOWED[part] | {part}, f"psgd.{part} loaded {sorted(loaded)}"
+
+
+def test_blas_limits_can_be_set_before_numpy_loads():
+    # worker.py and job_submit.py set the BLAS variables first: that import must not load numpy
+    code = (
+        "import sys\n"
+        "from psgd.blas_env import limit_blas_threads\n"
+        "assert 'numpy' not in sys.modules, 'psgd.blas_env loads numpy'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
