@@ -305,7 +305,7 @@ def test_local_daemons_end_with_their_submitter(tmp_path, how):
     _, err = job.communicate(timeout=30)
     if how == signal.SIGTERM:
         assert job.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in err, err
-    wait_for("the daemons to end", lambda: not any(alive(pid) for pid in pids), 15)
+    wait_for("the daemons to end", lambda: not any(alive(pid) for pid in pids), 30)
 
 
 def alive(pid: int) -> bool:
