@@ -159,9 +159,10 @@ def main() -> None:
         "`psgd compare`'s: accuracy is the final test accuracy averaged over workers; MB "
         "(10^6 bytes) are per worker (and from the server), counted by the framework from the "
         "real wire encoding; wall time includes evaluation and was measured on a 2-core "
-        "machine. FedAvg with 20 clients to 97% (the issue's federated bar, with McMahan et "
-        "al.'s figures beside ours): [federated.md](federated.md), made by "
-        "`python bench/bench_federated.py`.",
+        "machine. The federated rows run in rounds on the 4 nodes (as many rounds of one local "
+        "epoch as --epochs says, 2 here); FedAvg at McMahan et al.'s scale, K=100 "
+        "clients to 97% with the paper's figures beside ours, is in "
+        "[federated.md](federated.md), made by `python bench/bench_federated.py`.",
         "",
     ]
     families: dict[str, list[tuple[str, RunRecords]]] = {}
