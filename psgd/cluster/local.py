@@ -24,7 +24,7 @@ from psgd.cluster.workers import Endpoint
 from psgd.errors import PsgdError
 from psgd.nn.blas import BLAS_ENV_VARS
 
-__all__ = ["LocalCluster", "die_with_parent", "start_daemon"]
+__all__ = ["LocalCluster", "die_with_parent", "start_daemon", "wait_for_endpoint"]
 
 _ADDRESS = re.compile(r"listening on tcp://(?P<host>\[[^\]]+\]|[^\s\[\]]+):(?P<port>\d+)")
 START_TIMEOUT_S = 30.0
@@ -85,6 +85,16 @@ def start_daemon(
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
+    return DaemonProcess(process, wait_for_endpoint(process), log_dir)
+
+
+def wait_for_endpoint(process: subprocess.Popen[str]) -> Endpoint:
+    """Where a ``--port 0`` daemon started as ``process`` says it listens.
+
+    Its output (stdout, text) keeps being drained afterwards, so the daemon never blocks on a
+    full pipe. Raises ``PsgdError`` when it exits first or says nothing within
+    ``START_TIMEOUT_S``.
+    """
     lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 
     def pump() -> None:
@@ -106,8 +116,7 @@ def start_daemon(
         seen.append(line)
         match = _ADDRESS.search(line)
         if match:
-            return DaemonProcess(process, Endpoint(match["host"].strip("[]"), int(match["port"])),
-                                 log_dir)  # fmt: skip
+            return Endpoint(match["host"].strip("[]"), int(match["port"]))
 
 
 class LocalCluster:

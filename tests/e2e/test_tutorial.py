@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shlex
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from psgd.cluster.local import START_TIMEOUT_S
+from psgd.cluster.local import wait_for_endpoint
 
 pytestmark = pytest.mark.timeout(240)
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.S | re.M)
-LISTENING = re.compile(r"listening on tcp://[^\s:]+:(\d+)")
 COMMAND_TIMEOUT_S = 120
 
 
@@ -120,23 +117,7 @@ def test_the_tutorial_reads_as_written_and_every_step_works(tmp_path):
 
 def _port_of(daemon: subprocess.Popen[str]) -> str:
     """The port a ``--port 0`` daemon printed; its output keeps being drained afterwards."""
-    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-
-    def pump() -> None:
-        assert daemon.stdout is not None
-        for line in daemon.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    while True:
-        line = lines.get(timeout=START_TIMEOUT_S)
-        assert line is not None, "the daemon exited at start-up:\n" + "".join(seen)
-        seen.append(line)
-        match = LISTENING.search(line)
-        if match:
-            return match[1]
+    return str(wait_for_endpoint(daemon).port)
 
 
 def _assert_runs_agree(runs: Path) -> None:
