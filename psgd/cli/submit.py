@@ -202,7 +202,8 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
     type=click.IntRange(min=1),
     default=None,
     help="Start N worker daemons on loopback (and one for the PS), run, stop them. "
-    "Implies --node_count N.",
+    "Implies --node_count N, except for round-based federated jobs, where --node_count "
+    "clients are spread over the N daemons.",
 )
 @click.option(
     "--workers",
@@ -286,8 +287,8 @@ def submit(ctx: click.Context, **options: Any) -> None:
     options["params"] = dict(options["params"])
     options["partition_args"] = dict(options["partition_args"])
     options["attacks"] = list(options["attacks"])
-    if local:
-        options["node_count"] = local
+    if local and ctx.get_parameter_source("node_count") != click.core.ParameterSource.COMMANDLINE:
+        options["node_count"] = local  # a round job may host more clients than daemons
     try:
         if simulate_flag and (local or workers_file):
             raise ConfigError("--simulate runs in-process: drop --local / --workers")

@@ -25,6 +25,7 @@ from psgd.errors import ConfigError
 from psgd.job import JobSpec
 from psgd.net import protocol, wire
 from psgd.net.bundle import load_bundle, unload_bundle
+from psgd.net.routing import RoutedChannel
 from psgd.net.security import Security
 from psgd.net.transport import PeerChannel
 from psgd.settings import GlobalSettings
@@ -33,6 +34,10 @@ from psgd.train.trainer import TrainerConfig
 __all__ = ["MIN_SECRET_BYTES", "JobParts", "Prepared", "Preparation", "check_job"]
 
 _log = logging.getLogger(__name__)
+
+#: What a daemon can be in a job: a per-batch worker or PS, or, in a round job, a pool of
+#: virtual clients or the round job's PS (``psgd.train.pool``).
+ROLES = ("worker", "ps", "pool", "round-ps")
 
 #: A job's secret must be at least this long (the submitter sends 32 random bytes).
 MIN_SECRET_BYTES = 16
@@ -78,8 +83,8 @@ def _check_weights(spec: JobSpec, content: Any) -> None:
 def check_job(message: protocol.Message) -> JobParts:
     """Check a JOB's fields and settings; ``ConfigError`` naming the problem. Runs no code."""
     role, node = message["role"], message["node"]
-    if role not in ("worker", "ps"):
-        raise ConfigError(f"job role must be 'worker' or 'ps', got {role!r:.20}")
+    if role not in ROLES:
+        raise ConfigError(f"job role must be one of {', '.join(ROLES)}, got {role!r:.20}")
     if len(message["secret"]) < MIN_SECRET_BYTES:
         raise ConfigError(f"job secret shorter than {MIN_SECRET_BYTES} bytes")
     try:
@@ -89,11 +94,22 @@ def check_job(message: protocol.Message) -> JobParts:
         raise ConfigError(f"bad job settings: {type(exc).__name__}: {exc}") from None
     if role == "worker" and not 0 <= node < spec.node_count:
         raise ConfigError(f"node {node} is not a worker of a job of {spec.node_count} nodes")
-    if role == "ps" and node != Parameter_Server:
+    if role in ("ps", "round-ps") and node != Parameter_Server:
         raise ConfigError(f"the parameter server is node {Parameter_Server}, not {node}")
+    if role in ("pool", "round-ps"):
+        pools = message.get("pools")
+        if (
+            type(pools) is not int
+            or not 1 <= pools <= spec.node_count
+            or (role == "pool" and not 0 <= node < pools)
+        ):
+            raise ConfigError(
+                f"pool {node} of {pools!r:.20} pools: not a pool of a job of {spec.node_count} "
+                "clients"
+            )
     if len(message["codecs"]) != spec.layer_count:
         raise ConfigError(f"{len(message['codecs'])} codec names for {spec.layer_count} layers")
-    if role == "worker":
+    if role in ("worker", "pool"):
         _check_weights(spec, message.content)
     try:
         settings = GlobalSettings.for_job(spec, [int(n) for n in message["node_samples"]])
@@ -125,7 +141,8 @@ def _load(
         detail = traceback.format_exc()
         raise ConfigError(f"cannot load the codec: {type(exc).__name__}: {exc}\n{detail}") from None
     try:
-        channel = PeerChannel(
+        kind = RoutedChannel if message["role"] in ("pool", "round-ps") else PeerChannel
+        channel = kind(
             context, message["node"], message["job"], bind_host, lambda: False, limits,
             security, message["secret"],
         )  # fmt: skip

@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from psgd.cluster.jobprep import Preparation, Prepared
+from psgd.cluster.roundrun import run_pool, run_round_server
 from psgd.errors import Diverged
 from psgd.net import protocol, wire
 from psgd.net.bundle import unload_bundle
@@ -95,6 +96,7 @@ class JobRun:
         self.job_id: str = message["job"]
         self.node_id: int = message["node"]
         self.role: str = message["role"]
+        self.pools: int = message.get("pools") or 0  # round jobs: the job's client pools
         self.content = message.content
         self.submitter = submitter
         self.outbox = outbox
@@ -143,7 +145,10 @@ class JobRun:
         """Connect to the peers (checked by the caller) and run the job on its own thread."""
         self.channel.connect(peers)
         self.state = "running"
-        target = self._run_worker if self.role == "worker" else self._run_server
+        target = {
+            "worker": self._run_worker, "ps": self._run_server, "pool": self._run_pool,
+            "round-ps": self._run_round_server,
+        }[self.role]  # fmt: skip
         self._thread = threading.Thread(
             target=self._guarded, args=(target,), name="psgd-job", daemon=True
         )
@@ -276,3 +281,24 @@ class JobRun:
                    "batches": [], "epochs": [],
                    "params_read": sorted(GlobalSettings.params_read())}  # fmt: skip
         self._report(protocol.DONE, None, node=self.node_id, report=figures, log=self._log.text())
+
+    def _run_pool(self) -> None:
+        figures = run_pool(
+            self.prepared, self.node_id, self.pools, self.content, self._finish.is_set
+        )
+        if self._abort.is_set():
+            raise JobAborted("aborted")
+        report = {"figures": figures, "batches": [], "epochs": [],
+                  "params_read": sorted(GlobalSettings.params_read())}  # fmt: skip
+        self._report(protocol.DONE, None, node=self.node_id, report=report, log=self._log.text())
+
+    def _run_round_server(self) -> None:
+        weights, sent = run_round_server(
+            self.prepared, self.pools, self.content, self._report, self._finish.is_set
+        )
+        if self._abort.is_set():
+            raise JobAborted("aborted")
+        report = {"figures": {"node": self.node_id, "bytes_sent": sent}, "batches": [],
+                  "epochs": [], "params_read": sorted(GlobalSettings.params_read())}  # fmt: skip
+        self._report(protocol.DONE, {"weights": weights}, node=self.node_id, report=report,
+                     log=self._log.text())  # fmt: skip

@@ -109,11 +109,16 @@ def _write_run(
 def _write_round_run(
     folder: Any, spec: JobSpec, result: Any, mode: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
+    from psgd.codec import Parameter_Server
     from psgd.results.report import build_round_summary, write_round_records
 
     summary = build_round_summary(spec, result, mode)
     summary.update(extra)
     write_round_records(folder, result)
+    for node, text in result.logs.items():
+        if text:
+            name = "ps.log" if node == Parameter_Server else f"pool{node}.log"
+            folder.write_text(name, text + "\n")
     if result.weights and not result.error:
         _save_models(folder, spec, next(iter(result.weights.values())))
     _plot(folder, result, summary)
@@ -161,6 +166,8 @@ class Target:
     workers_file: Path | None = None
     keys: Path | None = None
     key_name: str = "submitter"
+    #: Where ``--local`` daemons of a round job write their logs (the run folder's).
+    log_dir: Path = Path("daemons")
 
     def describe(self) -> str:
         if self.simulate:
@@ -185,8 +192,6 @@ def run_job(
     from psgd.train.prepare import prepare_job
 
     target = target or Target(simulate=local is None, local=local)
-    if target.local:
-        target = dataclasses.replace(target, local=spec.node_count)
     states = _resumable(out, spec.node_count) if resume else None
     folder = RunFolder(out)
     log_handler = logging.FileHandler(folder.file("log.txt"))
@@ -202,8 +207,11 @@ def run_job(
         from psgd.train.rounds import is_round_job
 
         if is_round_job(job):
-            result, mode = _run_rounds(job, target, quiet, states is not None), "simulate"
+            target = dataclasses.replace(target, log_dir=folder.file("daemons"))
+            result, mode = _run_rounds(job, target, quiet, states is not None)
         else:
+            if target.local:  # one daemon per node
+                target = dataclasses.replace(target, local=spec.node_count)
             result, mode = _run_epochs(job, folder, target, quiet, states)
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
@@ -248,32 +256,94 @@ def _run_epochs(
         printer.close()
 
 
-def _run_rounds(job: Any, target: Target, quiet: bool, resume: bool) -> Any:
-    """A round-based federated job, in this process (on daemons: not yet)."""
+def _run_rounds(job: Any, target: Target, quiet: bool, resume: bool) -> tuple[Any, str]:
+    """A round-based federated job, in this process or on daemons hosting client pools."""
     from psgd.results.progress import open_progress
     from psgd.train.executors import default_executor_count
     from psgd.train.rounds import DEFAULT_ROUNDS, run_rounds
 
     spec = job.spec
-    if not target.simulate:
-        raise ConfigError(
-            f"{spec.codec_names()[0]} is a round-based client: round-based federated jobs run "
-            "in-process for now; use --simulate (executors use every core)"
-        )
     if resume:
         raise ConfigError("--resume: round-based jobs have no checkpoints yet")
-    if not quiet:
+    rounds = spec.rounds or DEFAULT_ROUNDS
+    if target.simulate:
         executors = default_executor_count() if spec.executors is None else spec.executors
+        where = f"{executors or 'no'} executor processes, in-process"
+    else:
+        if spec.eval == "clients" and spec.components > 1:
+            raise ConfigError(
+                "--eval clients with --components > 1 runs in-process only for now (the "
+                "clients' mixture weights stay on the daemons): use --simulate"
+            )
+        pools, _ = _round_daemons(job, target)
+        where = f"{len(pools)} worker daemons hosting them" + (
+            f" ({target.local} local)" if target.local else ""
+        )
+    if not quiet:
         click.echo(
             f"job {spec.job_id}: {spec.node_count} clients, codec {spec.codec}, "
-            f"ps codec {spec.ps_codec}, {spec.rounds or DEFAULT_ROUNDS} rounds, "
-            f"{executors or 'no'} executor processes, in-process"
+            f"ps codec {spec.ps_codec}, {rounds} rounds, {where}"
         )
-    printer = open_progress(1, 1, spec.node_count, quiet, rounds=spec.rounds or DEFAULT_ROUNDS)
+    printer = open_progress(1, 1, spec.node_count, quiet, rounds=rounds)
     try:
-        return run_rounds(job, printer)
+        if target.simulate:
+            return run_rounds(job, printer), "simulate"
+        return _run_rounds_on_daemons(job, target, printer), "network"
     finally:
         printer.close()
+
+
+def _round_daemons(job: Any, target: Target) -> tuple[list[Any], Any]:
+    """The worker daemons that host a round job's clients (at most one per client), its PS."""
+    from psgd.cluster.workers import load_workers
+
+    if target.local:
+        return [None] * min(target.local, job.spec.node_count), None
+    workers_file = target.workers_file or Path("worker.json")
+    listed = load_workers(workers_file)
+    if listed.ps is None:
+        raise ConfigError(f"a round job needs a PS daemon: {workers_file} has no PS entry")
+    return listed.workers[: job.spec.node_count], listed.ps
+
+
+def _run_rounds_on_daemons(job: Any, target: Target, printer: Any) -> Any:
+    from psgd.cluster.local import LocalCluster
+    from psgd.cluster.round_submit import RoundSubmitter
+    from psgd.net.security import Security
+    from psgd.train.executors import default_executor_count
+    from psgd.train.rounds import DEFAULT_ROUNDS, RoundRecorder, round_result
+
+    spec = job.spec
+    security = Security.for_submitter(target.keys, target.key_name) if target.keys else None
+    record = RoundRecorder(job, spec.rounds or DEFAULT_ROUNDS, printer)
+    pools, ps = _round_daemons(job, target)
+    executors = spec.executors
+    try:
+        if target.local:  # the local daemons share this host's cores
+            executors = executors or max(1, default_executor_count() // len(pools))
+            with LocalCluster(len(pools), True, target.log_dir, target.keys) as cluster:
+                submitter = RoundSubmitter(
+                    job, cluster.workers, cluster.ps_endpoint, record, executors,
+                    record.start_clock, security=security,
+                )  # fmt: skip
+                result = submitter.run()
+        else:
+            submitter = RoundSubmitter(
+                job, pools, ps, record, executors, record.start_clock, security=security
+            )
+            result = submitter.run()
+        if result.error is None:
+            record.complete(wait=True)
+    finally:
+        record.close()
+    trained = sum(int(p.get("clients_trained", 0)) for p in result.figures["pools"])
+    done = round_result(
+        record, result.error, result.diverged, result.ps_bytes_sent or 0, trained,
+        executors or 0, result.logs,
+    )  # fmt: skip
+    done.params_read = result.params_read
+    done.figures["pools"] = len(pools)
+    return done
 
 
 def _resumable(out: Path, node_count: int) -> dict[int, dict[str, Any]]:

@@ -44,6 +44,8 @@ class _Node:
     node: int
     endpoint: Endpoint
     socket: zmq.Socket
+    #: What it is called in messages, when not "node N" (a round job's pools).
+    label: str = ""
     state: str = "new"
     last_heard: float = 0.0
     data_port: int = 0
@@ -59,7 +61,9 @@ class _Node:
 
     @property
     def name(self) -> str:
-        who = "parameter server" if self.node == Parameter_Server else f"node {self.node}"
+        who = self.label or (
+            "parameter server" if self.node == Parameter_Server else f"node {self.node}"
+        )
         return f"{who} ({self.endpoint})"
 
 
@@ -168,7 +172,6 @@ class Submitter:
 
     def _ship(self) -> None:
         job = self.job
-        sources, names = bundle_codecs(job.codec_classes)
         trainer = dataclasses.asdict(job.trainer_config)
         common = {
             "job": job.spec.job_id,
@@ -177,19 +180,8 @@ class Submitter:
             "node_samples": job.settings.node_samples,
             "secret": self.secret,
         }
-        test = (job.dataset.x_test, job.dataset.y_test)
         for node in self.nodes.values():
-            if node.node == Parameter_Server:
-                assert job.ps_classes is not None
-                ps_sources, ps_names = bundle_codecs(job.ps_classes)
-                frames = protocol.make(protocol.JOB, {"weights": job.initial_weights},
-                                       node=node.node, role="ps",
-                                       bundle=ps_sources, codecs=ps_names, **common)  # fmt: skip
-            else:
-                content = {"weights": job.initial_weights, "blocks": job.node_blocks(node.node),
-                           "test": test, "resume": (self.resume or {}).get(node.node)}  # fmt: skip
-                frames = protocol.make(protocol.JOB, content, node=node.node, role="worker",
-                                       bundle=sources, codecs=names, **common)  # fmt: skip
+            frames = self._job_frames(node, common)
             self._check_limits(node, frames)
             node.socket.send_multipart(frames, copy=False)
             node.state = "shipped"
@@ -198,6 +190,21 @@ class Submitter:
             self._heartbeat(node.shipped_at)  # those shipped already are waiting: keep them
         shipped = lambda: any(n.state == "shipped" for n in self.nodes.values())  # noqa: E731
         self._wait(lambda: not shipped(), max(60.0, 12 * self.answer_timeout_s), "accept the job")
+
+    def _job_frames(self, node: _Node, common: dict[str, Any]) -> list[Any]:
+        """The JOB message for ``node``: its role, its codecs and what it needs of the data."""
+        job = self.job
+        if node.node == Parameter_Server:
+            assert job.ps_classes is not None
+            sources, names = bundle_codecs(job.ps_classes)
+            return protocol.make(protocol.JOB, {"weights": job.initial_weights}, node=node.node,
+                                 role="ps", bundle=sources, codecs=names, **common)  # fmt: skip
+        sources, names = bundle_codecs(job.codec_classes)
+        test = (job.dataset.x_test, job.dataset.y_test)
+        content = {"weights": job.initial_weights, "blocks": job.node_blocks(node.node),
+                   "test": test, "resume": (self.resume or {}).get(node.node)}  # fmt: skip
+        return protocol.make(protocol.JOB, content, node=node.node, role="worker",
+                             bundle=sources, codecs=names, **common)  # fmt: skip
 
     def _check_limits(self, node: _Node, frames: list[Any]) -> None:
         limits = node.limits

@@ -44,16 +44,22 @@ TRAINED = "trained"  # {job, node}
 CHECKPOINT = "checkpoint"  # {job, node, epoch} + content: the node's state (psgd.train.checkpoint)
 DONE = "done"  # {job, node, report, log} + content {weights}
 FAILED = "failed"  # {job, node, error, log}, optional diverged: True
+#: {job, round, stats} + content {weights}: a round-ps daemon finished a round (the global model)
+ROUND = "round"
 REFUSED = "refused"  # {reason}: protocol versions differ
 
 #: Peer -> peer.
 PACKAGE = "pkg"  # {job, src, layers: [int]} + content: one codec content per layer
+#: {job, to: [int]}, optional round: int, run: list; the frames after it are one PACKAGE for the
+#: virtual nodes ``to`` (round jobs on daemons: ``psgd.net.routing``)
+ROUTE = "route"
 
 CONTROL_TYPES = frozenset(
     {HELLO, JOB, START, HEARTBEAT, FINISH, ABORT, HELLO_REPLY, ACCEPTED, REJECTED, PROGRESS,
-     TRAINED, CHECKPOINT, DONE, FAILED, REFUSED}
+     TRAINED, CHECKPOINT, DONE, FAILED, REFUSED, ROUND}
 )  # fmt: skip
 PEER_TYPES = frozenset({PACKAGE})
+ROUTE_TYPES = frozenset({ROUTE})
 
 #: Required header fields and their types, by message type.
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -82,7 +88,9 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     DONE: {"job": str, "node": int, "report": dict, "log": str},
     FAILED: {"job": str, "node": int, "error": str, "log": str},
     REFUSED: {"reason": str},
+    ROUND: {"job": str, "round": int, "stats": dict},
     PACKAGE: {"job": str, "src": int, "layers": list},
+    ROUTE: {"job": str, "to": list},
 }
 
 

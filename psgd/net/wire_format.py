@@ -14,7 +14,9 @@ import numpy as np
 from psgd.errors import MalformedMessage
 
 #: 2: JOB carries the job's secret; data-plane senders are tied to their connections.
-PROTOCOL_VERSION: int = 2
+#: 3: round jobs on daemons: pools of virtual clients (roles ``pool`` and ``round-ps``, ROUTE
+#: envelopes on the data plane, ROUND reports to the submitter).
+PROTOCOL_VERSION: int = 3
 BODY_KEY = "body"
 VERSION_KEY = "proto"
 

@@ -66,6 +66,10 @@ class Executors(Protocol):
 
     def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]: ...
 
+    def fds(self) -> list[int]:
+        """File descriptors that become readable when a submitted task is done."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -85,6 +89,9 @@ class InlineExecutors:
     def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]:
         done, self._done = self._done, []
         return done
+
+    def fds(self) -> list[int]:
+        return []  # tasks are done when submit returns
 
     def close(self) -> None:
         return None
@@ -228,6 +235,10 @@ class ProcessExecutors:
             self._busy[index] -= 1
             done.append((index, outcome))
         return done
+
+    def fds(self) -> list[int]:
+        pairs = zip(self._outcomes, self._busy, strict=True)
+        return [conn.fileno() for conn, busy in pairs if busy]
 
     def _died(self, index: int) -> PsgdError:
         self._procs[index].join(1.0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +93,8 @@ class ClientRunner:
     x_train, y_train:
         The whole training set (shared, never copied); clients hold index arrays into it.
     client_indices:
-        ``client_indices[node]``: the rows of node ``node``'s training data.
+        ``client_indices[node]``: the rows of node ``node``'s training data (a list over all
+        clients, or a mapping over the clients this runner may be given).
     batch_size, optimizer, learn_rate, seed, job_id:
         The job's settings.
     record_batches:
@@ -105,7 +106,7 @@ class ClientRunner:
         model: Learner,
         x_train: np.ndarray,
         y_train: np.ndarray,
-        client_indices: list[np.ndarray],
+        client_indices: Sequence[np.ndarray] | Mapping[int, np.ndarray],
         batch_size: int,
         optimizer: str,
         learn_rate: float,

@@ -29,10 +29,11 @@ from psgd.settings import GlobalSettings
 from psgd.train.executors import default_executor_count, make_executors
 from psgd.train.node import ClientRunner
 from psgd.train.prepare import PreparedJob
-from psgd.train.scheduler import RoundStats, Scheduler
+from psgd.train.scheduler import Scheduler
+from psgd.train.server_side import RoundStats
 from psgd.train.shm import job_prefix, remove_stale
 
-__all__ = ["DEFAULT_ROUNDS", "is_round_job", "run_rounds"]
+__all__ = ["DEFAULT_ROUNDS", "RoundRecorder", "is_round_job", "round_result", "run_rounds"]
 
 _log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class _Evaluator:
         }
 
 
-class _Rounds:
+class RoundRecorder:
     """Turns each finished round into a record; evaluates on a thread, in round order.
 
     Evaluating the global model takes as long as several clients' training: it runs on a
@@ -104,6 +105,10 @@ class _Rounds:
         self.train_s = 0.0
         self.start = time.perf_counter()
         self.personal: Callable[[], dict[int, Any]] = dict
+
+    def start_clock(self) -> None:
+        """The rounds start now (daemons: once they are told to start; wall times from here)."""
+        self.start = time.perf_counter()
 
     def __call__(self, stats: RoundStats, model: list[np.ndarray]) -> bool:
         """Record round ``stats`` with global ``model``; True once the job should stop."""
@@ -179,7 +184,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             spec.optimizer, spec.learn_rate, spec.seed, spec.job_id, spec.batch_records,
         )  # fmt: skip
 
-    record = _Rounds(job, rounds, emit or (lambda event: None))
+    record = RoundRecorder(job, rounds, emit or (lambda event: None))
     error, diverged = None, False
     scheduler: Scheduler | None = None
     remove_stale()  # files of earlier jobs that were killed
@@ -203,22 +208,41 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             if scheduler is not None:
                 scheduler.release_all()
             record.close()
+    return round_result(
+        record, error, diverged,
+        ps_bytes_sent=scheduler.server.bytes_sent if scheduler is not None else 0,
+        clients_trained=len(scheduler.last_round) if scheduler is not None else 0,
+        executors=count,
+    )  # fmt: skip
+
+
+def round_result(
+    record: RoundRecorder,
+    error: str | None,
+    diverged: bool,
+    ps_bytes_sent: int,
+    clients_trained: int,
+    executors: int,
+    logs: dict[int, str] | None = None,
+) -> RunResult:
+    """The result of a round job ``record`` followed (in-process or on daemons)."""
     wall = time.perf_counter() - record.start
     return RunResult(
         reports=[],
-        ps_bytes_sent=scheduler.server.channel.bytes_sent if scheduler is not None else 0,
+        ps_bytes_sent=ps_bytes_sent,
         wall_s=wall,
         error=error,
         weights={Parameter_Server: list(record.model)},
+        logs=logs or {},
         round_rows=record.rows,
         batch_rows=record.batch_rows,
         diverged=diverged,
         figures={
             "rounds": len(record.rows),
-            "target_accuracy": spec.target_accuracy,
+            "target_accuracy": record.spec.target_accuracy,
             "target_round": record.target_round,
-            "executors": count,
-            "clients_trained": len(scheduler.last_round) if scheduler is not None else 0,
+            "executors": executors,
+            "clients_trained": clients_trained,
             "train_s": record.train_s,
         },
     )
