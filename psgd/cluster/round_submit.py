@@ -87,8 +87,8 @@ class RoundSubmitter(Submitter):
         if node.node == Parameter_Server:
             assert job.ps_classes is not None
             sources, names = bundle_codecs(job.ps_classes)
-            content = {"weights": job.initial_weights}
-            return protocol.make(protocol.JOB, content, node=node.node, role="round-ps",
+            weights = {"weights": job.initial_weights}
+            return protocol.make(protocol.JOB, weights, node=node.node, role="round-ps",
                                  bundle=sources, codecs=names, **common)  # fmt: skip
         clients = self.placement.range_of(node.node)
         data = job.dataset

@@ -179,9 +179,3 @@ def test_round_options_with_a_per_batch_codec_are_refused():
 def test_a_round_client_without_a_server_is_refused():
     with pytest.raises(ConfigError, match="give --ps-codec"):
         prepare_job(JobSpec(codec="federated.FedAvgClient", **SMALL))
-
-
-def test_round_jobs_on_daemons_say_to_use_simulate(tmp_path):
-    spec = JobSpec(node_count=4, rounds=2, **FEDAVG, **SMALL)
-    with pytest.raises(ConfigError, match="use --simulate"):
-        run_job(spec, tmp_path / "run", quiet=True, target=Target(local=4))

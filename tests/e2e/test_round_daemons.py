@@ -1,0 +1,125 @@
+"""Round jobs on real daemons: pools of virtual clients, the round PS, failures by name."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from entry_points import SUBMIT
+
+from psgd.cluster.probe import wait_idle
+from psgd.cluster.round_submit import RoundSubmitter
+from psgd.job import JobSpec
+from psgd.train.prepare import prepare_job
+
+FEDAVG = ["--codec", "federated.FedAvgClient", "--ps-codec", "federated.FedAvgServer"]
+SMALL = ["--train-samples", "20000", "--test-samples", "1000", "--model", "784,32,10",
+         "--batch_size", "10", "--optimizer", "sgd", "--learn_rate", "0.1"]  # fmt: skip
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _workers(path: Path, pools, ps) -> Path:
+    path.write_text(json.dumps({"Worker": [str(d.endpoint) for d in pools],
+                                "PS": str(ps.endpoint)}))  # fmt: skip
+    return path
+
+
+def _submit(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SUBMIT, *args], capture_output=True, text=True, timeout=200, cwd=cwd, env=ENV
+    )
+
+
+def _rounds(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "rounds.csv") as f:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+
+def test_a_thousand_clients_on_four_daemons_train_as_the_same_job_in_process(
+    tmp_path, spawn_daemons
+):
+    daemons = spawn_daemons(5)
+    workers = _workers(tmp_path / "worker.json", daemons[:4], daemons[4])
+    job = [*FEDAVG, *SMALL, "--node_count", "1000", "--rounds", "3", "--param",
+           "fraction=0.01"]  # fmt: skip
+    net = _submit(tmp_path, *job, "--workers", str(workers), "--out", "net")
+    assert net.returncode == 0, net.stdout + net.stderr
+    sim = _submit(tmp_path, *job, "--simulate", "--out", "sim")
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    assert "1000 clients" in net.stdout and "4 worker daemons hosting them" in net.stdout
+
+    rows = _rounds(tmp_path / "net")
+    assert rows == _rounds(tmp_path / "sim")  # same picks, samples, bytes, loss, accuracy
+    assert [r["clients"] for r in rows] == ["10"] * 3
+    a, b = np.load(tmp_path / "net" / "model.npz"), np.load(tmp_path / "sim" / "model.npz")
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])
+    summary = json.loads((tmp_path / "net" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["mode"] == "network"
+    assert summary["pools"] == 4 and summary["clients_trained"] == 30
+    logs = sorted((tmp_path / "net").glob("pool*.log"))
+    assert len(logs) == 4
+    assert "hosts clients 750..999" in logs[3].read_text()
+    assert len(list((tmp_path / "net").iterdir())) < 20  # the folder does not grow with K
+
+
+def test_a_failing_client_codec_fails_the_job_by_name_and_the_daemons_stay_up(
+    tmp_path, spawn_daemons
+):
+    (tmp_path / "codecs").mkdir()
+    (tmp_path / "codecs" / "broken.py").write_text(
+        textwrap.dedent("""
+        from federated import FedAvgClient
+
+        class BrokenClient(FedAvgClient):
+            def update_blocks(self, block_weight):
+                if self.node_id == 7:
+                    raise RuntimeError("client seven breaks")
+                return super().update_blocks(block_weight)
+    """)
+    )
+    daemons = spawn_daemons(3)
+    workers = _workers(tmp_path / "worker.json", daemons[:2], daemons[2])
+    done = _submit(
+        tmp_path, "--codec", "broken.BrokenClient", "--ps-codec", "federated.FedAvgServer",
+        *SMALL, "--node_count", "10", "--rounds", "3", "--param", "fraction=1.0",
+        "--workers", str(workers), "--out", "run",
+    )  # fmt: skip
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "pool 1 (clients 5..9)" in output and "node 7" in output
+    assert "client seven breaks" in output
+    for daemon in daemons:
+        wait_idle(daemon.endpoint, 20.0)  # each daemon went back to idle, alive
+
+
+def test_a_pool_daemon_that_dies_mid_job_is_named(tmp_path, spawn_daemons):
+    daemons = spawn_daemons(3)
+    spec = JobSpec(
+        codec="federated.FedAvgClient", ps_codec="federated.FedAvgServer", node_count=20,
+        rounds=200, train_samples=6000, test_samples=500, model=[784, 16, 10],
+        params={"fraction": 0.5},
+    )  # fmt: skip
+    job = prepare_job(spec)
+    seen: list[int] = []
+
+    def on_round(stats, model) -> bool:
+        seen.append(stats.round_no)
+        if stats.round_no == 2:
+            daemons[1].process.kill()  # pool 1's host dies
+        return False
+
+    pools = [daemons[0].endpoint, daemons[1].endpoint]
+    result = RoundSubmitter(job, pools, daemons[2].endpoint, on_round, executors=1).run()
+    assert result.error is not None and "pool 1 (clients 10..19)" in result.error
+    assert seen[:2] == [1, 2] and len(seen) < 200
+    wait_idle(daemons[0].endpoint, 20.0)
+    wait_idle(daemons[2].endpoint, 20.0)
