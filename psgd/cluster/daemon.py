@@ -240,9 +240,12 @@ class Daemon:
         """Tell the submitter this daemon lives, and how many strangers' messages the job's
         data port dropped so far."""
         self._last_heartbeat_sent = time.monotonic()
-        dropped = job.channel.dropped if job.state in ("ready", "running") else 0
+        running = job.state in ("ready", "running")
+        dropped = job.channel.dropped if running else 0
+        quiet = getattr(job.channel, "quiet", None) if running else None  # round jobs
+        extra = {"quiet": list(quiet)} if quiet is not None else {}
         self._send(job.submitter, protocol.make(protocol.HEARTBEAT, job=job.job_id,
-                                                dropped=dropped))  # fmt: skip
+                                                dropped=dropped, **extra))  # fmt: skip
 
     def _prepared(self, job: JobRun) -> None:
         """The job's preparation ended: accept it, reject it, or (aborted meanwhile) drop it."""

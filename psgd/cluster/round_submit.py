@@ -33,6 +33,10 @@ __all__ = ["RoundSubmitter"]
 
 _log = logging.getLogger(__name__)
 
+#: Every daemon of a round job idle, with nothing in flight and no change for this long: the
+#: job can make no progress (a few heartbeats, so the picture is consistent).
+DEADLOCK_CONFIRM_S = 3.0
+
 OnRound = Callable[[RoundStats, list[np.ndarray]], bool]
 
 
@@ -79,6 +83,8 @@ class RoundSubmitter(Submitter):
                 node.label = f"pool {node.node} (clients {clients.start}..{clients.stop - 1})"
         self._handlers[protocol.ROUND] = self._on_round
         self._handlers.pop(protocol.TRAINED)
+        self._quiet: dict[int, tuple[int, int, str]] = {}
+        self._still: tuple[Any, float] | None = None  # a quiescent snapshot, since when
         self._client_rows = job.client_train_indices()
 
     def _job_frames(self, node: _Node, common: dict[str, Any]) -> list[Any]:
@@ -124,6 +130,44 @@ class RoundSubmitter(Submitter):
             raise JobFailed(str(exc)) from None
         if stop or stats.round_no >= (self.job.spec.rounds or DEFAULT_ROUNDS):
             self._finish_all()
+
+    def _on_heartbeat(self, node: _Node, message: protocol.Message) -> None:
+        super()._on_heartbeat(node, message)
+        quiet = message.get("quiet")
+        if (
+            isinstance(quiet, list) and len(quiet) == 3 and type(quiet[0]) is int
+            and type(quiet[1]) is int and isinstance(quiet[2], str)
+        ):  # fmt: skip
+            self._quiet[node.node] = (quiet[0], quiet[1], quiet[2])
+        else:
+            self._quiet.pop(node.node, None)
+
+    def _heartbeat(self, now: float) -> None:
+        super()._heartbeat(now)
+        if self._finish_sent or any(n.state != "running" for n in self.nodes.values()):
+            return
+        quiet = self._quiet
+        if len(quiet) < len(self.nodes) or sum(q[0] for q in quiet.values()) != sum(
+            q[1] for q in quiet.values()
+        ):
+            self._still = None
+            return
+        snapshot = (self.rounds, sorted((n, q[:2]) for n, q in quiet.items()))
+        if self._still is None or self._still[0] != snapshot:
+            self._still = (snapshot, now)
+        elif now - self._still[1] >= DEADLOCK_CONFIRM_S:
+            raise JobFailed(self._deadlock_report())
+
+    def _deadlock_report(self) -> str:
+        lines = []
+        for node in sorted(self.nodes.values(), key=lambda n: n.node != Parameter_Server):
+            who = "the parameter server" if node.node == Parameter_Server else node.label
+            lines.append(f"{who}: {self._quiet[node.node][2]}")
+        return (
+            f"deadlock after round {self.rounds}: no client can run and no package is in flight "
+            f"(every daemon idle for {DEADLOCK_CONFIRM_S:g} s with nothing sent). "
+            + "; ".join(lines)
+        )
 
     def _finish_all(self) -> None:
         if self._finish_sent:

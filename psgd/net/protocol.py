@@ -31,7 +31,9 @@ HELLO = "hello"  # {} -> HELLO_REPLY {state, pid, limits}: never a job id (anyon
 #: + content {weights, blocks, test}; ``secret``: the job's, only its members receive it.
 JOB = "job"
 START = "start"  # {job, peers}
-HEARTBEAT = "heartbeat"  # {job}; both ways while a job runs; a daemon's adds dropped (int)
+#: {job}; both ways while a job runs; a daemon's adds dropped (int), and in a round job, while
+#: its loop has nothing to do, quiet: [sent, arrived, what it waits for] (psgd.net.routing)
+HEARTBEAT = "heartbeat"
 FINISH = "finish"  # {job}: every node trained, stop serving peers and report
 ABORT = "abort"  # {job, reason}
 

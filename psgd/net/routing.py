@@ -6,6 +6,12 @@ and pools ``0..P-1``, pool ``p`` hosting a contiguous range of the job's virtual
 once to each member that hosts some of its targets, wrapped in a ROUTE envelope naming them
 (plus, optionally, the round the package belongs to and the stats of the run that sent it).
 
+Quiescence: each member counts the messages it sent to other members and those that arrived
+(dropped ones included), and a member's loop that finds nothing to do marks itself ``quiet``
+with those counts and a line saying what it waits for. The daemon puts that in its heartbeats;
+when every member has stayed quiet with unchanged counts and all sent messages have arrived,
+nothing can happen any more and the submitter fails the job as a deadlock.
+
 What a member accepts: a ROUTE from a member of the job over that member's own connection
 (``PeerChannel``'s rules), for virtual nodes this member hosts, wrapping one PACKAGE whose
 sender is hosted by the member that sent it. Anything else is logged, counted and dropped.
@@ -16,7 +22,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,11 +104,23 @@ class RoutedChannel(PeerChannel):
     """
 
     placement: Placement | None = None
+    #: ``(messages sent, messages arrived, what it waits for)`` while this member's loop has
+    #: nothing to do; ``None`` while it works.
+    quiet: tuple[int, int, str] | None = None
 
     def place(self, placement: Placement) -> None:
         """Set who hosts which virtual node (the job's pools and client count)."""
         self.placement = placement
         self._routed: deque[Routed] = deque()
+        self.messages_sent = 0
+        self.messages_arrived = 0
+
+    def note_quiet(self, waiting: Callable[[], str] | None) -> None:
+        """The loop has nothing to do (``waiting()`` says what for); ``None``: it works."""
+        if waiting is None:
+            self.quiet = None
+        elif self.quiet is None or self.quiet[:2] != (self.messages_sent, self.messages_arrived):
+            self.quiet = (self.messages_sent, self.messages_arrived, waiting())
 
     def _owners(self, targets: Iterable[int]) -> dict[int, list[int]]:
         assert self.placement is not None, "place() the channel first"
@@ -147,6 +165,7 @@ class RoutedChannel(PeerChannel):
             envelope = protocol.make(protocol.ROUTE, job=self.job_id, to=group, **extra)
             with self._send_lock:
                 self.peers[owner].send_multipart([*envelope, *frames], copy=False)
+                self.messages_sent += 1
         sent = size * len(targets)
         self.bytes_sent += sent
         return sent
@@ -170,6 +189,7 @@ class RoutedChannel(PeerChannel):
         while self.router in ready or self.router.poll(0):
             ready = {}
             frames = self.router.recv_multipart(copy=False)
+            self.messages_arrived += 1
             routed = self._accept_routed(frames)
             if routed is not None:
                 got.append(routed)

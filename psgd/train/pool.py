@@ -66,10 +66,16 @@ class PoolHost(ClientHost):
                 self.dispatch()
                 self.collect(0)
                 wait = 0.0 if self.runnable and self.can_dispatch else POLL_S
-                for routed in self.channel.receive(wait, self.executors.fds()):
+                arrived = self.channel.receive(wait, self.executors.fds())
+                for routed in arrived:
                     self._arrived(routed)
+                quiet = not arrived and self.idle
+                self.channel.note_quiet(self._waiting if quiet else None)
         finally:
             self.release_all()
+
+    def _waiting(self) -> str:
+        return self.waiting_report(len(self.clients))
 
     def _arrived(self, routed: Routed) -> None:
         if routed.round_no is not None:
@@ -118,9 +124,17 @@ def serve_rounds(
         for stats, model in server.take_finished():
             on_round(stats, model)
 
+    def waiting() -> str:
+        return (
+            f"its layers {server.waiting_layers()} wait for updates to finish round "
+            f"{server.rounds_done + 1}"
+        )
+
     flush()  # the first round's model
     while not finished():
-        for routed in channel.receive(POLL_S):
+        arrived = channel.receive(POLL_S)
+        channel.note_quiet(waiting if not arrived else None)
+        for routed in arrived:
             sender = routed.message["src"]
             if routed.run is not None and routed.round_no is not None:
                 server.add_run(routed.round_no, sender, routed.run, routed.batch_losses)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,39 @@ def test_a_pool_daemon_that_dies_mid_job_is_named(tmp_path, spawn_daemons):
     assert seen[:2] == [1, 2] and len(seen) < 200
     wait_idle(daemons[0].endpoint, 20.0)
     wait_idle(daemons[2].endpoint, 20.0)
+
+
+EVERYONE_SERVER = """
+    from federated import FedAvgServer
+
+
+    class EveryoneServer(FedAvgServer):
+        \"\"\"Picks a few clients but waits for an update from every client: never finishes.\"\"\"
+
+        def receive_blocks(self, content):
+            round_no, sender, weights, n_samples = content
+            self.updates[sender] = (weights, n_samples)
+            return None
+"""
+
+
+def test_a_deadlock_on_daemons_fails_the_job_naming_who_waits(tmp_path):
+    (tmp_path / "codecs").mkdir()
+    (tmp_path / "codecs" / "everyone.py").write_text(textwrap.dedent(EVERYONE_SERVER))
+    started = time.monotonic()
+    done = _submit(
+        tmp_path, "--codec", "federated.FedAvgClient", "--ps-codec", "everyone.EveryoneServer",
+        *SMALL, "--node_count", "20", "--rounds", "3", "--param", "fraction=0.1",
+        "--local", "2", "--executors", "1", "--out", "run",
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert time.monotonic() - started < 60  # heartbeats, not the 60 s SSGD timeout
+    assert "deadlock after round 0" in output
+    assert "the parameter server: its layers [0, 1, 2, 3] wait for updates to finish round 1" in (
+        output
+    )
+    assert "pool 0 (clients 0..9)" in output and "pool 1 (clients 10..19)" in output
+    assert "last trained for round 1" in output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed"
