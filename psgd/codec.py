@@ -121,7 +121,9 @@ class Codec(metaclass=ABCMeta):
     Optional class attributes: ``exchange = "params"`` (the codec merges weights, not steps)
     and ``waits_for_model = True`` (a round-based client: the node trains only while every
     layer codec holds a result, i.e. a round's model, and is idle, costing nothing, between
-    the package that ends its round and the next model it is sent).
+    the package that ends its round and the next model it is sent). A round-based client may
+    also declare ``keeps_optimizer_state = True``: its local optimizer's state (momentum, Adam's
+    moments) is kept between its rounds instead of starting afresh each round.
 
     Parameters
     ----------
@@ -131,6 +133,8 @@ class Codec(metaclass=ABCMeta):
 
     #: A round-based client: trains only while it holds a model (see the class docstring).
     waits_for_model: bool = False
+    #: A round-based client whose optimizer state persists between its rounds.
+    keeps_optimizer_state: bool = False
 
     def __init__(self, node_id: int) -> None:
         self.__node_id = node_id

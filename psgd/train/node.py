@@ -2,7 +2,8 @@
 
 A ``ClientState`` is what survives between a client's rounds: its codec instances (their
 result buffers hold the model it was sent), how many local steps it has trained (which
-drives its mini-batch order), and the learner's personal state (FedEM's mixture weights).
+drives its mini-batch order), the learner's personal state (FedEM's mixture weights) and, when
+its codec says ``keeps_optimizer_state``, its local optimizers' state.
 Model, optimizers and batch buffers belong to the ``ClientRunner`` of an executor and are
 reused for whichever client it runs next, so a client costs only its state while it waits.
 
@@ -27,7 +28,7 @@ from psgd.codec import BlockWeight, Codec
 from psgd.errors import CodecError
 from psgd.net import protocol, wire
 from psgd.net.channel import Package
-from psgd.nn import Learner, make_optimizer
+from psgd.nn import Learner, Optimizer, make_optimizer
 from psgd.train.sync import CodecSet
 
 __all__ = ["ClientRunner", "ClientState", "RunOutcome"]
@@ -45,6 +46,8 @@ class ClientState:
     codecs: list[Codec]
     steps: int = 0
     personal: list[np.ndarray] | None = None
+    #: The local optimizers, kept between rounds when a codec says ``keeps_optimizer_state``.
+    optimizers: list[Optimizer] | None = None
 
 
 @dataclass
@@ -156,7 +159,9 @@ class ClientRunner:
         per_epoch = max(1, math.ceil(len(indices) / self.batch_size))
         limit = state.steps + MAX_LOCAL_EPOCHS_PER_RUN * per_epoch
         _load_personal(self.model, state.personal or self._initial_personal)
-        optimizers = [make_optimizer(self.optimizer, self.learn_rate) for _ in self.variables]
+        optimizers = state.optimizers or [
+            make_optimizer(self.optimizer, self.learn_rate) for _ in self.variables
+        ]
         batches, order_epoch = indices[None, :0], -1
         while all(codec.is_done() for codec in state.codecs):
             for variable, codec in zip(self.variables, state.codecs, strict=True):
@@ -195,6 +200,8 @@ class ClientRunner:
                     if returned is not None:
                         codecs.send_returned(layer, "update_blocks", returned)
         state.personal = _personal_state(self.model)
+        if any(getattr(codec, "keeps_optimizer_state", False) for codec in state.codecs):
+            state.optimizers = optimizers
 
 
 def _as_value(result: Any, current: np.ndarray) -> np.ndarray:

@@ -179,3 +179,31 @@ def test_round_options_with_a_per_batch_codec_are_refused():
 def test_a_round_client_without_a_server_is_refused():
     with pytest.raises(ConfigError, match="give --ps-codec"):
         prepare_job(JobSpec(codec="federated.FedAvgClient", **SMALL))
+
+
+KEEPING_CLIENT = """
+    from federated import FedAvgClient
+
+
+    class Keeping(FedAvgClient):
+        keeps_optimizer_state = True
+"""
+
+
+@pytest.mark.parametrize(("optimizer", "same"), [("momentum", False), ("sgd", True)])
+def test_a_client_keeps_its_optimizer_state_only_when_its_codec_says_so(
+    tmp_path, monkeypatch, optimizer, same
+):
+    (tmp_path / "codecs").mkdir()
+    (tmp_path / "codecs" / "keeping.py").write_text(textwrap.dedent(KEEPING_CLIENT))
+    monkeypatch.chdir(tmp_path)
+    common = {**SMALL, "optimizer": optimizer, "train_samples": 600}
+    models = []
+    for codec in ("keeping.Keeping", "federated.FedAvgClient"):
+        spec = JobSpec(codec=codec, ps_codec="federated.FedAvgServer", node_count=4, rounds=3,
+                       params={"fraction": 1.0}, executors=2, **common)  # fmt: skip
+        result = run_rounds(prepare_job(spec))
+        assert result.error is None
+        models.append(result.weights[Parameter_Server])
+    equal = all(np.array_equal(a, b) for a, b in zip(*models, strict=True))
+    assert equal == same  # momentum carried into later rounds changes them; plain SGD has none
