@@ -327,11 +327,13 @@ def _run_rounds_on_daemons(job: Any, target: Target, printer: Any) -> Any:
                     record.start_clock, security=security,
                 )  # fmt: skip
                 result = submitter.run()
+                end = time.perf_counter()  # before the local daemons stop
         else:
             submitter = RoundSubmitter(
                 job, pools, ps, record, executors, record.start_clock, security=security
             )
             result = submitter.run()
+            end = time.perf_counter()
         if result.error is None:
             record.complete(wait=True)
     finally:
@@ -339,7 +341,7 @@ def _run_rounds_on_daemons(job: Any, target: Target, printer: Any) -> Any:
     trained = sum(int(p.get("clients_trained", 0)) for p in result.figures["pools"])
     done = round_result(
         record, result.error, result.diverged, result.ps_bytes_sent or 0, trained,
-        executors or 0, result.logs,
+        executors or 0, result.logs, end,
     )  # fmt: skip
     done.params_read = result.params_read
     done.figures["pools"] = len(pools)

@@ -224,9 +224,14 @@ def round_result(
     clients_trained: int,
     executors: int,
     logs: dict[int, str] | None = None,
+    end: float | None = None,
 ) -> RunResult:
-    """The result of a round job ``record`` followed (in-process or on daemons)."""
-    wall = time.perf_counter() - record.start
+    """The result of a round job ``record`` followed (in-process or on daemons).
+
+    Its wall time runs from ``record.start`` to ``end`` (a ``perf_counter`` reading; now if
+    ``None``).
+    """
+    wall = (time.perf_counter() if end is None else end) - record.start
     return RunResult(
         reports=[],
         ps_bytes_sent=ps_bytes_sent,
