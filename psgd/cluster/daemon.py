@@ -88,6 +88,7 @@ class Daemon:
             protocol.START: self._on_start,
             protocol.HEARTBEAT: self._on_heartbeat,
             protocol.FINISH: self._on_finish,
+            protocol.EVAL: self._on_eval,
             protocol.ABORT: self._on_abort,
         }
         try:
@@ -348,6 +349,11 @@ class Daemon:
         job = self._current(identity, message)
         if job is not None:
             job.finish()
+
+    def _on_eval(self, identity: bytes, message: protocol.Message) -> None:
+        job = self._current(identity, message)
+        if job is not None and job.role == "pool" and job.started:
+            job.eval_requests.put(message)
 
     def _on_abort(self, identity: bytes, message: protocol.Message) -> None:
         job = self._current(identity, message)

@@ -97,6 +97,8 @@ class JobRun:
         self.node_id: int = message["node"]
         self.role: str = message["role"]
         self.pools: int = message.get("pools") or 0  # round jobs: the job's client pools
+        #: EVAL messages for a round job's pool, from the daemon's control thread.
+        self.eval_requests: queue.SimpleQueue[protocol.Message] = queue.SimpleQueue()
         self.content = message.content
         self.submitter = submitter
         self.outbox = outbox
@@ -284,8 +286,9 @@ class JobRun:
 
     def _run_pool(self) -> None:
         figures = run_pool(
-            self.prepared, self.node_id, self.pools, self.content, self._finish.is_set
-        )
+            self.prepared, self.node_id, self.pools, self.content, self._finish.is_set,
+            self.eval_requests, self._report,
+        )  # fmt: skip
         if self._abort.is_set():
             raise JobAborted("aborted")
         report = {"figures": figures, "batches": [], "epochs": [],

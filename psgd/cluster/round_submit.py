@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from psgd.net.bundle import bundle_codecs
 from psgd.net.routing import Placement
 from psgd.net.security import Security
 from psgd.results.outcome import RunResult
+from psgd.train.evaluation import client_summary
 from psgd.train.prepare import PreparedJob
 from psgd.train.rounds import DEFAULT_ROUNDS
 from psgd.train.server_side import RoundStats
@@ -76,6 +78,8 @@ class RoundSubmitter(Submitter):
         self.on_round = on_round
         self.executors = executors
         self.on_start = on_start
+        #: Called when a pool evaluation completes; True ends the job (the target is reached).
+        self.on_evaluated: Callable[[], bool] = lambda: False
         self.rounds = 0
         for node in self.nodes.values():
             if node.node != Parameter_Server:
@@ -83,6 +87,9 @@ class RoundSubmitter(Submitter):
                 node.label = f"pool {node.node} (clients {clients.start}..{clients.stop - 1})"
         self._handlers[protocol.ROUND] = self._on_round
         self._handlers.pop(protocol.TRAINED)
+        self._handlers[protocol.EVALUATED] = self._on_evaluated
+        self._evaluations: dict[int, tuple[Future[dict[str, float]], dict[int, Any]]] = {}
+        self._rounds_over = False
         self._quiet: dict[int, tuple[int, int, str]] = {}
         self._still: tuple[Any, float] | None = None  # a quiescent snapshot, since when
         self._client_rows = job.client_train_indices()
@@ -100,12 +107,45 @@ class RoundSubmitter(Submitter):
         data = job.dataset
         content: dict[str, Any] = {
             "weights": job.initial_weights, "executors": self.executors,
-            **pool_content(data.x_train, data.y_train, self._client_rows, clients.start,
-                           len(clients)),
+            **pool_content(data.x_train, data.y_train, self._client_rows,
+                           job.client_test_indices, clients),
         }  # fmt: skip
         sources, names = bundle_codecs(job.codec_classes)
         return protocol.make(protocol.JOB, content, node=node.node, role="pool",
                              bundle=sources, codecs=names, **common)  # fmt: skip
+
+    def evaluate_on_pools(self, round_no: int, model: list[np.ndarray]) -> Future[dict[str, float]]:
+        """Ask every pool to evaluate its clients on ``model``; the round's figures, later."""
+        future: Future[dict[str, float]] = Future()
+        self._evaluations[round_no] = (future, {})
+        for node in self.nodes.values():
+            if node.node != Parameter_Server:
+                node.socket.send_multipart(protocol.make(
+                    protocol.EVAL, {"weights": model}, job=self.job.spec.job_id, round=round_no
+                ), copy=False)  # fmt: skip
+        return future
+
+    def _on_evaluated(self, node: _Node, message: protocol.Message) -> None:
+        pending = self._evaluations.get(message["round"])
+        content = message.content if isinstance(message.content, dict) else {}
+        accuracy, loss = content.get("accuracy"), content.get("loss")
+        clients = len(self.placement.range_of(node.node)) if node.node >= 0 else -1
+        if pending is None or not all(
+            isinstance(a, np.ndarray) and a.shape == (clients,) for a in (accuracy, loss)
+        ):
+            _log.warning("dropped an unexpected evaluation report from %s", node.name)
+            return
+        future, answers = pending
+        answers[node.node] = (accuracy, loss)
+        if len(answers) < self.placement.pools:
+            return
+        del self._evaluations[message["round"]]
+        ordered = [answers[pool] for pool in sorted(answers)]
+        accuracies = [float(v) for pool_accuracy, _ in ordered for v in pool_accuracy]
+        losses = [float(v) for _, pool_loss in ordered for v in pool_loss]
+        future.set_result(client_summary(accuracies, losses))
+        if self.on_evaluated() or (self._rounds_over and not self._evaluations):
+            self._finish_all()
 
     def _start(self) -> None:
         super()._start()
@@ -128,7 +168,9 @@ class RoundSubmitter(Submitter):
         except Diverged as exc:
             self.diverged = True
             raise JobFailed(str(exc)) from None
-        if stop or stats.round_no >= (self.job.spec.rounds or DEFAULT_ROUNDS):
+        if stats.round_no >= (self.job.spec.rounds or DEFAULT_ROUNDS):
+            self._rounds_over = True
+        if stop or (self._rounds_over and not self._evaluations):
             self._finish_all()
 
     def _on_heartbeat(self, node: _Node, message: protocol.Message) -> None:

@@ -9,6 +9,7 @@ completed round (its global model and what the round cost) as it goes.
 from __future__ import annotations
 
 import logging
+import queue
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,8 @@ from psgd.cluster.jobprep import Prepared
 from psgd.errors import ConfigError
 from psgd.net import protocol
 from psgd.net.routing import Placement, RoutedChannel
-from psgd.nn import build_learner
+from psgd.nn import Learner, build_learner
+from psgd.train.evaluation import evaluate_clients, initial_personal_state
 from psgd.train.executors import default_executor_count, make_executors
 from psgd.train.node import ClientRunner
 from psgd.train.pool import PoolHost, serve_rounds
@@ -34,16 +36,23 @@ Report = Callable[..., None]
 
 
 def pool_content(
-    x: np.ndarray, y: np.ndarray, clients: list[np.ndarray], first: int, count: int
+    x: np.ndarray,
+    y: np.ndarray,
+    clients: list[np.ndarray],
+    held_out: list[np.ndarray] | None,
+    hosted: range,
 ) -> dict[str, Any]:
-    """What pool hosting clients ``first..first+count-1`` is shipped: their rows, once.
+    """What the pool hosting clients ``hosted`` is shipped: their rows, once.
 
-    ``x``, ``y``: the whole training set; ``clients[n]``: client ``n``'s rows in it.
+    ``x``, ``y``: the whole training set; ``clients[n]``: client ``n``'s training rows in it;
+    ``held_out[n]``: its held-out rows (``--eval clients``), or ``None``.
     """
-    mine = clients[first : first + count]
-    rows = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+    parts = [clients[n] for n in hosted]
+    if held_out is not None:
+        parts += [held_out[n] for n in hosted]
+    rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     used, local = np.unique(rows, return_inverse=True)
-    bounds = np.cumsum([0, *(len(c) for c in mine)]).astype(np.int64)
+    bounds = np.cumsum([0, *(len(p) for p in parts)]).astype(np.int64)
     return {"x": x[used], "y": y[used], "rows": local.astype(np.int64), "bounds": bounds}
 
 
@@ -60,16 +69,23 @@ def run_pool(
     pools: int,
     content: dict[str, Any],
     finished: Callable[[], bool],
+    requests: queue.SimpleQueue[protocol.Message],
+    report: Report,
 ) -> dict[str, Any]:
-    """Host pool ``node``'s clients until ``finished()``; returns the pool's figures."""
+    """Host pool ``node``'s clients until ``finished()``; returns the pool's figures.
+
+    EVAL messages put in ``requests`` are answered (``report``) between the pool's tasks.
+    """
     spec = prepared.parts.spec
     channel = _channel(prepared, pools)
     clients = Placement(spec.node_count, pools).range_of(node)
     x, y = np.asarray(content["x"]), np.asarray(content["y"])
     rows, bounds = np.asarray(content["rows"]), np.asarray(content["bounds"])
-    if len(bounds) != len(clients) + 1 or (len(rows) and rows.max() >= len(x)):
+    parts = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if len(parts) not in (len(clients), 2 * len(clients)) or (len(rows) and rows.max() >= len(x)):
         raise ConfigError(f"pool {node}: its client rows do not match the data it was sent")
-    indices = {n: rows[bounds[i] : bounds[i + 1]] for i, n in enumerate(clients)}
+    indices = dict(zip(clients, parts, strict=False))
+    held_out = list(zip(clients, parts[len(clients) :], strict=False))
     weights = list(content["weights"])
 
     def make_runner() -> ClientRunner:
@@ -90,11 +106,52 @@ def run_pool(
         spec.job_id, node, clients.start, clients.stop - 1, count,
     )  # fmt: skip
     host = PoolHost(channel, clients, prepared.classes, executors, prefix)
+    evaluate = _PoolEvaluator(make_runner().model, x, y, held_out, host, report, node)
     try:
-        host.run(finished)
+        host.run(finished, lambda: evaluate.serve(requests))
     finally:
         executors.close()
     return {**host.figures(), "executors": count}
+
+
+class _PoolEvaluator:
+    """Evaluates the pool's clients on a round's model, each with its own personal state."""
+
+    def __init__(
+        self,
+        model: Learner,
+        x: np.ndarray,
+        y: np.ndarray,
+        held_out: list[tuple[int, np.ndarray]],
+        host: PoolHost,
+        report: Report,
+        node: int,
+    ) -> None:
+        self.model, self.x, self.y, self.held_out = model, x, y, held_out
+        self.host, self.report, self.node = host, report, node
+        self.initial = initial_personal_state(model)
+        self.shapes = [w.shape for w in model.get_weights()]
+
+    def serve(self, requests: queue.SimpleQueue[protocol.Message]) -> None:
+        """Answer every EVAL waiting in ``requests``."""
+        while not requests.empty():
+            message = requests.get()
+            weights = message.content.get("weights") if isinstance(message.content, dict) else None
+            if (
+                not self.held_out
+                or not isinstance(weights, list)
+                or [getattr(w, "shape", None) for w in weights] != self.shapes
+            ):
+                _log.warning("pool %d: dropped an EVAL without a model of this job", self.node)
+                continue
+            self.model.set_weights(weights)
+            round_no = message["round"]
+            accuracy, loss = evaluate_clients(
+                self.model, self.x, self.y, self.held_out, self.host.personal_at(round_no),
+                self.initial,
+            )  # fmt: skip
+            content = {"accuracy": np.array(accuracy), "loss": np.array(loss)}
+            self.report(protocol.EVALUATED, content, node=self.node, round=round_no)
 
 
 def run_round_server(

@@ -270,11 +270,6 @@ def _run_rounds(job: Any, target: Target, quiet: bool, resume: bool) -> tuple[An
         executors = default_executor_count() if spec.executors is None else spec.executors
         where = f"{executors or 'no'} executor processes, in-process"
     else:
-        if spec.eval == "clients" and spec.components > 1:
-            raise ConfigError(
-                "--eval clients with --components > 1 runs in-process only for now (the "
-                "clients' mixture weights stay on the daemons): use --simulate"
-            )
         pools, _ = _round_daemons(job, target)
         where = f"{len(pools)} worker daemons hosting them" + (
             f" ({target.local} local)" if target.local else ""
@@ -326,13 +321,13 @@ def _run_rounds_on_daemons(job: Any, target: Target, printer: Any) -> Any:
                     job, cluster.workers, cluster.ps_endpoint, record, executors,
                     record.start_clock, security=security,
                 )  # fmt: skip
-                result = submitter.run()
+                result = _follow(submitter, record)
                 end = time.perf_counter()  # before the local daemons stop
         else:
             submitter = RoundSubmitter(
                 job, pools, ps, record, executors, record.start_clock, security=security
             )
-            result = submitter.run()
+            result = _follow(submitter, record)
             end = time.perf_counter()
         if result.error is None:
             record.complete(wait=True)
@@ -346,6 +341,14 @@ def _run_rounds_on_daemons(job: Any, target: Target, printer: Any) -> Any:
     done.params_read = result.params_read
     done.figures["pools"] = len(pools)
     return done
+
+
+def _follow(submitter: Any, record: Any) -> Any:
+    """Run a round job's submitter; with ``--eval clients`` its pools evaluate their clients."""
+    if record.spec.eval == "clients":
+        record.remote = submitter.evaluate_on_pools
+        submitter.on_evaluated = lambda: record.complete(wait=False)
+    return submitter.run()
 
 
 def _resumable(out: Path, node_count: int) -> dict[int, dict[str, Any]]:

@@ -35,6 +35,8 @@ START = "start"  # {job, peers}
 #: its loop has nothing to do, quiet: [sent, arrived, what it waits for] (psgd.net.routing)
 HEARTBEAT = "heartbeat"
 FINISH = "finish"  # {job}: every node trained, stop serving peers and report
+#: {job, round} + content {weights}: a round job's pool evaluates its clients on that model
+EVAL = "eval"
 ABORT = "abort"  # {job, reason}
 
 #: Daemon -> submitter.
@@ -48,6 +50,8 @@ DONE = "done"  # {job, node, report, log} + content {weights}
 FAILED = "failed"  # {job, node, error, log}, optional diverged: True
 #: {job, round, stats} + content {weights}: a round-ps daemon finished a round (the global model)
 ROUND = "round"
+#: {job, node, round} + content {accuracy, loss}: a pool's clients' figures for an EVAL
+EVALUATED = "evaluated"
 REFUSED = "refused"  # {reason}: protocol versions differ
 
 #: Peer -> peer.
@@ -58,7 +62,7 @@ ROUTE = "route"
 
 CONTROL_TYPES = frozenset(
     {HELLO, JOB, START, HEARTBEAT, FINISH, ABORT, HELLO_REPLY, ACCEPTED, REJECTED, PROGRESS,
-     TRAINED, CHECKPOINT, DONE, FAILED, REFUSED, ROUND}
+     TRAINED, CHECKPOINT, DONE, FAILED, REFUSED, ROUND, EVAL, EVALUATED}
 )  # fmt: skip
 PEER_TYPES = frozenset({PACKAGE})
 ROUTE_TYPES = frozenset({ROUTE})
@@ -91,6 +95,8 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     FAILED: {"job": str, "node": int, "error": str, "log": str},
     REFUSED: {"reason": str},
     ROUND: {"job": str, "round": int, "stats": dict},
+    EVAL: {"job": str, "round": int},
+    EVALUATED: {"job": str, "node": int, "round": int},
     PACKAGE: {"job": str, "src": int, "layers": list},
     ROUTE: {"job": str, "to": list},
 }

@@ -35,6 +35,9 @@ TASKS_PER_EXECUTOR = 2
 #: Most clients in one task.
 MAX_CLIENTS_PER_TASK = 32
 
+#: Personal states kept per client (evaluations may lag training by a few rounds).
+PERSONAL_KEPT = 4
+
 
 class ClientHost(ABC):
     """Runs the virtual clients sent packages on ``executors``.
@@ -63,6 +66,8 @@ class ClientHost(ABC):
         self.pending: dict[int, list[Any]] = {}  # messages not yet given to their client
         self.runnable: deque[int] = deque()  # clients with messages, in arrival order
         self.last_round: dict[int, int] = {}  # the round each client last trained for
+        #: Each client's personal learner state after its last few runs: ``[(round, state)]``.
+        self.personal: dict[int, list[tuple[int, Any]]] = {}
         self.stopped = False
         self._queued: set[int] = set()
         self._readers: dict[str, int] = {}  # shared message -> runs that still read it
@@ -146,6 +151,10 @@ class ClientHost(ABC):
             self.parked[node] = state
             if outcome.steps:
                 self.count_run(outcome)
+                if state.personal is not None:
+                    kept = self.personal.setdefault(node, [])
+                    kept.append((outcome.round_no, state.personal))
+                    del kept[:-PERSONAL_KEPT]
             for targets, message in outcome.messages:
                 frames = next(taken) if isinstance(message, SharedFrames) else message
                 self.post(node, targets, frames, wire.frames_size(frames) * len(targets))
@@ -166,6 +175,19 @@ class ClientHost(ABC):
         for path in list(self._readers):
             release(SharedFrames(path, ()))
         self._readers.clear()
+
+    def personal_at(self, round_no: int) -> dict[int, Any]:
+        """Each client's personal state as it was when round ``round_no`` was complete.
+
+        That is, after its last run for a round up to ``round_no``: what evaluating round
+        ``round_no`` needs while some clients may already train for later rounds.
+        """
+        states = {}
+        for node, kept in self.personal.items():
+            before = [state for trained, state in kept if trained <= round_no]
+            if before:
+                states[node] = before[-1]
+        return states
 
     @property
     def can_dispatch(self) -> bool:

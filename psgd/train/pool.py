@@ -59,10 +59,14 @@ class PoolHost(ClientHost):
         self.runs = 0
         self._unsent: dict[int, dict[str, Any]] = {}  # client -> its run's stats, not yet sent
 
-    def run(self, finished: Callable[[], bool]) -> None:
-        """Serve the pool's clients until ``finished()``; raises a client's ``CodecError``."""
+    def run(self, finished: Callable[[], bool], between: Callable[[], None] = lambda: None) -> None:
+        """Serve the pool's clients until ``finished()``; raises a client's ``CodecError``.
+
+        ``between`` is called once per turn of the loop (the daemon answers evaluations there).
+        """
         try:
             while not finished():
+                between()
                 self.dispatch()
                 self.collect(0)
                 wait = 0.0 if self.runnable and self.can_dispatch else POLL_S

@@ -22,10 +22,10 @@ import numpy as np
 
 from psgd.codec import Parameter_Server
 from psgd.errors import Diverged, PsgdError
-from psgd.nn import Learner
 from psgd.nn.blas import blas_threads
 from psgd.results.outcome import RunResult
 from psgd.settings import GlobalSettings
+from psgd.train.evaluation import Evaluator
 from psgd.train.executors import default_executor_count, make_executors
 from psgd.train.node import ClientRunner
 from psgd.train.prepare import PreparedJob
@@ -48,42 +48,6 @@ def is_round_job(job: PreparedJob) -> bool:
     return any(getattr(cls, "waits_for_model", False) for cls in job.codec_classes)
 
 
-class _Evaluator:
-    """Evaluates each round's global model: on the test set, or on every client's split."""
-
-    def __init__(self, job: PreparedJob, model: Learner) -> None:
-        self.job = job
-        self.model = model
-        self.per_client = job.spec.eval == "clients"
-        self.personal: dict[int, list[np.ndarray]] = {}
-        get = getattr(model, "personal_state", None)
-        self.initial_personal = get() if callable(get) else None
-
-    def __call__(self, weights: list[np.ndarray], personal: dict[int, Any]) -> dict[str, float]:
-        self.model.set_weights(weights)
-        if not self.per_client:
-            loss, accuracy = self.model.evaluate(self.job.dataset.x_test, self.job.dataset.y_test)
-            return {"accuracy": float(accuracy), "loss": float(loss)}
-        held_out = self.job.client_test_indices
-        assert held_out is not None
-        data = self.job.dataset
-        accuracies, losses = [], []
-        load = getattr(self.model, "load_personal_state", None)
-        for node, rows in enumerate(held_out):
-            if callable(load):
-                load(personal.get(node) or self.initial_personal)
-            loss, accuracy = self.model.evaluate(data.x_train[rows], data.y_train[rows])
-            accuracies.append(accuracy)
-            losses.append(loss)
-        values = np.array(accuracies)
-        return {
-            "accuracy": float(values.mean()),
-            "loss": float(np.mean(losses)),
-            "client_accuracy_p10": float(np.percentile(values, 10)),
-            "client_accuracy_worst": float(values.min()),
-        }
-
-
 class RoundRecorder:
     """Turns each finished round into a record; evaluates on a thread, in round order.
 
@@ -95,7 +59,7 @@ class RoundRecorder:
     def __init__(self, job: PreparedJob, rounds: int, emit: Emit) -> None:
         self.job, self.rounds, self.emit = job, rounds, emit
         self.spec = job.spec
-        self.evaluate = _Evaluator(job, job.build_model())
+        self.evaluate = Evaluator(job, job.build_model())
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="psgd-eval")
         self.waiting: deque[tuple[dict[str, Any], Future[dict[str, float]] | None, Any]] = deque()
         self.rows: list[dict[str, Any]] = []
@@ -104,7 +68,10 @@ class RoundRecorder:
         self.target_round: int | None = None
         self.train_s = 0.0
         self.start = time.perf_counter()
-        self.personal: Callable[[], dict[int, Any]] = dict
+        #: Each client's personal state as of a round (``ClientHost.personal_at``).
+        self.personal: Callable[[int], dict[int, Any]] = lambda round_no: {}
+        #: Evaluates elsewhere (a round job's pools on daemons): ``(round, model)`` -> future.
+        self.remote: Callable[[int, list[np.ndarray]], Future[dict[str, float]]] | None = None
 
     def start_clock(self) -> None:
         """The rounds start now (daemons: once they are told to start; wall times from here)."""
@@ -127,9 +94,13 @@ class RoundRecorder:
         self.batch_rows.extend(stats.batch_rows)
         evaluation = None
         if last or stats.round_no % self.spec.eval_every == 0:
-            evaluation = self.pool.submit(self.evaluate, model, self.personal())
+            if self.remote is not None:
+                evaluation = self.remote(stats.round_no, model)
+            else:
+                personal = self.personal(stats.round_no)
+                evaluation = self.pool.submit(self.evaluate, model, personal)
         self.waiting.append((row, evaluation, model))
-        return self.complete(wait=last)
+        return self.complete(wait=last and self.remote is None)
 
     def complete(self, wait: bool) -> bool:
         """Record the rounds whose evaluation is done (all, if ``wait``); True at the target."""
@@ -196,8 +167,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
                 spec.job_id, spec.node_count, job.codec_classes, job.ps_classes or [],
                 job.initial_weights, executors, record, rounds, prefix,
             )  # fmt: skip
-            parked = scheduler.parked
-            record.personal = lambda: {n: s.personal for n, s in parked.items() if s.personal}
+            record.personal = scheduler.personal_at
             scheduler.run()
             record.complete(wait=True)
         except PsgdError as exc:

@@ -64,7 +64,7 @@ UNKNOWN_LAYER = "unknown layer"
 #: What a worker daemon has a handler for; other valid control types are dropped.
 WORKER_TYPES = frozenset(
     {protocol.HELLO, protocol.JOB, protocol.START, protocol.HEARTBEAT, protocol.FINISH,
-     protocol.ABORT}
+     protocol.ABORT, protocol.EVAL}
 )  # fmt: skip
 _TO_SUBMITTER = sorted(protocol.CONTROL_TYPES - WORKER_TYPES)
 _JOB_CONTROL = (protocol.START, protocol.HEARTBEAT, protocol.FINISH, protocol.ABORT)

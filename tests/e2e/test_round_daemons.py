@@ -72,6 +72,18 @@ def test_a_thousand_clients_on_four_daemons_train_as_the_same_job_in_process(
     assert len(list((tmp_path / "net").iterdir())) < 20  # the folder does not grow with K
 
 
+def test_fedem_clients_are_evaluated_on_their_daemons_as_in_process(tmp_path):
+    job = [*FEDAVG, *SMALL, "--train-samples", "6000", "--node_count", "20", "--rounds", "3",
+           "--components", "2", "--eval", "clients", "--param", "fraction=0.3"]  # fmt: skip
+    net = _submit(tmp_path, *job, "--local", "2", "--executors", "1", "--out", "net")
+    assert net.returncode == 0, net.stdout + net.stderr
+    sim = _submit(tmp_path, *job, "--simulate", "--out", "sim")
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    rows = _rounds(tmp_path / "net")
+    assert rows == _rounds(tmp_path / "sim")  # personal mixture weights never left the pools
+    assert all(float(r["client_accuracy_worst"]) <= float(r["accuracy"]) for r in rows)
+
+
 def test_a_failing_client_codec_fails_the_job_by_name_and_the_daemons_stay_up(
     tmp_path, spawn_daemons
 ):
