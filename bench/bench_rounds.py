@@ -93,12 +93,18 @@ def bare_rounds(clients: int, fraction: float, rounds: int) -> tuple[float, floa
     return statistics.median(times), accuracy
 
 
-def psgd_rounds(clients: int, fraction: float, rounds: int) -> tuple[float, float, float]:
-    """Median seconds per psgd round (first left out), final accuracy, peak RSS in MB."""
+def psgd_rounds(
+    clients: int, fraction: float, rounds: int, where: list[str]
+) -> tuple[float, float, float]:
+    """Median seconds per psgd round (first left out), final accuracy, peak RSS in MB.
+
+    ``where``: ``["--simulate"]``, or ``["--local", "N"]`` for N loopback daemons hosting
+    the clients (peak RSS is then the largest single process's).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         command = [
-            sys.executable, "-c", _MEASURED_RUN, "submit", "--simulate", "--quiet",
+            sys.executable, "-c", _MEASURED_RUN, "submit", *where, "--quiet",
             "--codec", "federated.FedAvgClient", "--ps-codec", "federated.FedAvgServer",
             "--node_count", str(clients), "--param", f"fraction={fraction}",
             "--rounds", str(rounds), "--model", ",".join(map(str, SIZES)),
@@ -120,17 +126,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--settings", default="100:0.1,100:1.0,1000:0.01,10000:0.001")
     parser.add_argument("--bare-rounds", type=int, default=5)
+    parser.add_argument(
+        "--local", type=int, default=0, metavar="N",
+        help="also run each setting on N loopback daemons hosting the clients (a column more)",
+    )  # fmt: skip
     args = parser.parse_args()
-    print("| K | C | bare s/round | psgd s/round | psgd/bare | psgd peak RSS | accuracy |")
-    print("|---|---|---|---|---|---|---|")
+    if args.local:
+        print(f"psgd on {args.local} daemons: `--local {args.local}`, same job")
+    daemons = ["daemons s/round", "daemons/in-process"] if args.local else []
+    head = ["K", "C", "bare s/round", "psgd s/round", "psgd/bare", "psgd peak RSS", "accuracy"]
+    print("| " + " | ".join(head + daemons) + " |")
+    print("|" + "---|" * (len(head) + len(daemons)))
     for item in args.settings.split(","):
         k, c = item.split(":")
         clients, fraction = int(k), float(c)
-        psgd_s, accuracy, peak = psgd_rounds(clients, fraction, args.rounds)
+        psgd_s, accuracy, peak = psgd_rounds(clients, fraction, args.rounds, ["--simulate"])
         bare_s, _ = bare_rounds(clients, fraction, args.bare_rounds)
+        extra = ""
+        if args.local:
+            where = ["--local", str(args.local)]
+            net_s, net_accuracy, _ = psgd_rounds(clients, fraction, args.rounds, where)
+            assert net_accuracy == accuracy, "the same job on daemons must give the same model"
+            extra = f" {net_s:.3f} | {net_s / psgd_s:.2f} |"
         print(
             f"| {clients} | {fraction} | {bare_s:.3f} | {psgd_s:.3f} | {psgd_s / bare_s:.2f} | "
-            f"{peak:.0f} MB | {accuracy:.4f} |",
+            f"{peak:.0f} MB | {accuracy:.4f} |{extra}",
             flush=True,
         )
 
