@@ -17,7 +17,43 @@ import numpy as np
 from psgd.nn import Learner
 from psgd.train.prepare import PreparedJob
 
-__all__ = ["Evaluator", "client_summary", "evaluate_clients", "initial_personal_state"]
+__all__ = [
+    "EVAL_CHUNK",
+    "Evaluator",
+    "client_summary",
+    "combine_chunks",
+    "evaluate_chunks",
+    "evaluate_clients",
+    "initial_personal_state",
+]
+
+#: The test set is evaluated in chunks of this many rows, each giving (mean loss, correct);
+#: whoever evaluates which chunks, combining them in order gives the same figures.
+EVAL_CHUNK = 1000
+
+
+def evaluate_chunks(
+    model: Learner, x: np.ndarray, y: np.ndarray, start: int, stop: int
+) -> list[tuple[float, int]]:
+    """``(mean loss, correct)`` of each ``EVAL_CHUNK`` rows of ``x[start:stop]``.
+
+    ``start`` must be a multiple of ``EVAL_CHUNK`` so that every caller chunks alike.
+    """
+    assert start % EVAL_CHUNK == 0, "evaluation parts start on a chunk boundary"
+    parts = []
+    for first in range(start, stop, EVAL_CHUNK):
+        last = min(first + EVAL_CHUNK, stop)
+        loss, accuracy = model.evaluate(x[first:last], y[first:last], batch_size=EVAL_CHUNK)
+        parts.append((float(loss), round(accuracy * (last - first))))
+    return parts
+
+
+def combine_chunks(parts: Sequence[tuple[float, int]], rows: int) -> dict[str, float]:
+    """The accuracy and loss over ``rows`` rows from ``evaluate_chunks``' parts, in order."""
+    sizes = [min(EVAL_CHUNK, rows - i * EVAL_CHUNK) for i in range(len(parts))]
+    total = sum(loss * size for (loss, _), size in zip(parts, sizes, strict=True))
+    correct = sum(count for _, count in parts)
+    return {"accuracy": correct / rows, "loss": total / rows}
 
 
 def evaluate_clients(
@@ -74,8 +110,9 @@ class Evaluator:
         self.model.set_weights(weights)
         data = self.job.dataset
         if not self.per_client:
-            loss, accuracy = self.model.evaluate(data.x_test, data.y_test)
-            return {"accuracy": float(accuracy), "loss": float(loss)}
+            rows = len(data.y_test)
+            parts = evaluate_chunks(self.model, data.x_test, data.y_test, 0, rows)
+            return combine_chunks(parts, rows)
         held_out = self.job.client_test_indices
         assert held_out is not None
         accuracies, losses = evaluate_clients(

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from psgd.errors import CodecError, PsgdError
-from psgd.train.node import ClientRunner, ClientState, RunOutcome
+from psgd.train.node import ClientRunner, ClientState, EvalOutcome, EvalTask, RunOutcome
 from psgd.train.shm import put_messages, read_frames, remove_all
 
 __all__ = [
@@ -52,6 +52,12 @@ def default_executor_count() -> int:
 #: its last run (encoded frames, or ``SharedFrames`` for process executors).
 Task = tuple[ClientState, int, list[Any]]
 
+#: What an executor is given at once: clients to run, or one evaluation.
+Work = list[Task] | list[EvalTask]
+
+#: What it answers: one outcome per client run, or the evaluation's.
+Outcomes = list[RunOutcome | EvalOutcome]
+
 
 class Executors(Protocol):
     """Runs clients: ``submit`` a batch of tasks to executor ``index``, ``wait`` for them.
@@ -62,9 +68,9 @@ class Executors(Protocol):
     count: int
     shared: bool
 
-    def submit(self, index: int, tasks: list[Task]) -> None: ...
+    def submit(self, index: int, tasks: Work) -> None: ...
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]: ...
+    def wait(self, timeout_s: float | None) -> list[tuple[int, Outcomes]]: ...
 
     def fds(self) -> list[int]:
         """File descriptors that become readable when a submitted task is done."""
@@ -81,12 +87,12 @@ class InlineExecutors:
 
     def __init__(self, make_runner: Callable[[], ClientRunner]) -> None:
         self.runner = make_runner()
-        self._done: list[tuple[int, list[RunOutcome]]] = []
+        self._done: list[tuple[int, Outcomes]] = []
 
-    def submit(self, index: int, tasks: list[Task]) -> None:
-        self._done.append((index, [self.runner.run(*task) for task in tasks]))
+    def submit(self, index: int, tasks: Work) -> None:
+        self._done.append((index, run_work(self.runner, tasks)))
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]:
+    def wait(self, timeout_s: float | None) -> list[tuple[int, Outcomes]]:
         done, self._done = self._done, []
         return done
 
@@ -129,14 +135,16 @@ def _serve(
         try:
             outcomes = _run_task(runner, task, prefix)
         except Exception as exc:  # shared memory went away or filled up: fail these runs
-            outcomes = [RunOutcome(state, round_no, error=f"executor: {exc!r}")
-                        for state, round_no, _ in task]  # fmt: skip
+            outcomes = [RunOutcome(t[0], t[1], error=f"executor: {exc!r}") if isinstance(t, tuple)
+                        else EvalOutcome(t.round_no, t.start, error=f"executor: {exc!r}")
+                        for t in task]  # fmt: skip
         try:
             answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             for outcome in outcomes:
-                outcome.error = outcome.error or _pickle_error(outcome)
-                outcome.state.codecs = []
+                if isinstance(outcome, RunOutcome):
+                    outcome.error = outcome.error or _pickle_error(outcome)
+                    outcome.state.codecs = []
             answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             outcomes_pipe.send_bytes(answer)
@@ -144,20 +152,35 @@ def _serve(
             return
 
 
-def _run_task(runner: ClientRunner, task: list[Task], prefix: str) -> list[RunOutcome]:
+def run_work(runner: ClientRunner, work: Work) -> Outcomes:
+    """Run clients (their packages stay in memory), or an evaluation."""
+    outcomes: Outcomes = []
+    for task in work:
+        outcomes.append(runner.evaluate(task) if isinstance(task, EvalTask) else runner.run(*task))
+    return outcomes
+
+
+def _run_task(runner: ClientRunner, task: Work, prefix: str) -> Outcomes:
     """Run a task's clients; their packages go out in one shared memory file."""
-    outcomes: list[RunOutcome] = []
+    if task and isinstance(task[0], EvalTask):
+        return run_work(runner, task)
+    outcomes: Outcomes = []
     copies: dict[Any, list[memoryview]] = {}  # a broadcast is read once per task
-    for state, round_no, messages in task:
+    for state, round_no, messages in _clients(task):
         for ref in messages:
             if ref not in copies:
                 copies[ref] = read_frames(ref)
         outcomes.append(runner.run(state, round_no, [copies[ref] for ref in messages]))
-    sent = [frames for outcome in outcomes for _, frames in outcome.messages]
+    runs = [outcome for outcome in outcomes if isinstance(outcome, RunOutcome)]
+    sent = [frames for outcome in runs for _, frames in outcome.messages]
     refs = iter(put_messages(sent, prefix) if sent else [])
-    for outcome in outcomes:
+    for outcome in runs:
         outcome.messages = [(targets, next(refs)) for targets, _ in outcome.messages]
     return outcomes
+
+
+def _clients(work: Work) -> list[Task]:
+    return [task for task in work if isinstance(task, tuple)]
 
 
 def _pickle_error(outcome: RunOutcome) -> str | None:
@@ -200,11 +223,11 @@ class ProcessExecutors:
             self._outcomes.append(outcome_read)
             self._procs.append(proc)
 
-    def submit(self, index: int, tasks: list[Task]) -> None:
+    def submit(self, index: int, tasks: Work) -> None:
         try:
             task = pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
-            for state, _, _ in tasks:
+            for state, _, _ in _clients(tasks):
                 try:
                     pickle.dumps(state)
                 except Exception as exc:
@@ -221,7 +244,7 @@ class ProcessExecutors:
             raise self._died(index) from None
         self._busy[index] += 1
 
-    def wait(self, timeout_s: float | None) -> list[tuple[int, list[RunOutcome]]]:
+    def wait(self, timeout_s: float | None) -> list[tuple[int, Outcomes]]:
         waiting = [self._outcomes[i] for i, busy in enumerate(self._busy) if busy]
         if not waiting:
             return []

@@ -23,7 +23,7 @@ from psgd.codec import Codec
 from psgd.errors import CodecError
 from psgd.net import wire
 from psgd.train.executors import Executors, Task
-from psgd.train.node import ClientState, RunOutcome
+from psgd.train.node import ClientState, EvalOutcome, RunOutcome
 from psgd.train.shm import SharedFrames, put_frames, release, take_messages
 from psgd.train.sync import build_codecs
 
@@ -135,8 +135,15 @@ class ClientHost(ABC):
         done = self.executors.wait(timeout_s)
         for executor, outcomes in done:
             self._busy[executor] -= 1
-            self._finish(outcomes)
+            self._finish([o for o in outcomes if isinstance(o, RunOutcome)])
+            for outcome in outcomes:
+                if isinstance(outcome, EvalOutcome):
+                    self.evaluated(outcome)
         return len(done)
+
+    def evaluated(self, outcome: EvalOutcome) -> None:
+        """An evaluation given to an executor is done (hosts that evaluate override this)."""
+        raise AssertionError("this host gives its executors no evaluations")
 
     def _finish(self, outcomes: list[RunOutcome]) -> None:
         shared = [m for o in outcomes for _, m in o.messages if isinstance(m, SharedFrames)]

@@ -29,9 +29,10 @@ from psgd.errors import CodecError
 from psgd.net import protocol, wire
 from psgd.net.channel import Package
 from psgd.nn import Learner, Optimizer, make_optimizer
+from psgd.train.evaluation import evaluate_chunks
 from psgd.train.sync import CodecSet
 
-__all__ = ["ClientRunner", "ClientState", "RunOutcome"]
+__all__ = ["ClientRunner", "ClientState", "EvalOutcome", "EvalTask", "RunOutcome"]
 
 #: A client that trains this many of its local epochs in one run without waiting for a model
 #: is a codec that never parks: the job fails instead of training forever.
@@ -63,6 +64,26 @@ class RunOutcome:
     bytes_sent: int = 0
     train_s: float = 0.0
     batch_losses: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class EvalTask:
+    """Evaluate ``weights`` (with the initial personal state) on test rows ``start..stop``."""
+
+    round_no: int
+    weights: list[np.ndarray]
+    start: int
+    stop: int
+
+
+@dataclass
+class EvalOutcome:
+    """What an ``EvalTask`` gave: each chunk's ``(mean loss, correct)`` (``evaluate_chunks``)."""
+
+    round_no: int
+    start: int
+    parts: list[tuple[float, int]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -102,6 +123,8 @@ class ClientRunner:
         The job's settings.
     record_batches:
         Keep each batch's loss in the outcome (``--batch-records``).
+    test:
+        The test set (shared, never copied), for ``EvalTask``s.
     """
 
     def __init__(
@@ -116,6 +139,7 @@ class ClientRunner:
         seed: int,
         job_id: str,
         record_batches: bool = False,
+        test: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.model = model
         self.variables = model.variables
@@ -128,6 +152,20 @@ class ClientRunner:
         self._x = np.empty((batch_size, x_train.shape[1]), dtype=x_train.dtype)
         self._y = np.empty(batch_size, dtype=y_train.dtype)
         self._initial_personal = _personal_state(model)
+        self.test = test
+
+    def evaluate(self, task: EvalTask) -> EvalOutcome:
+        """Evaluate the global model of ``task`` on its test rows; never raises."""
+        outcome = EvalOutcome(task.round_no, task.start)
+        try:
+            assert self.test is not None, "this runner was given no test set"
+            self.model.set_weights(task.weights)
+            _load_personal(self.model, self._initial_personal)
+            x, y = self.test
+            outcome.parts = evaluate_chunks(self.model, x, y, task.start, task.stop)
+        except Exception as exc:
+            outcome.error = f"evaluation: {type(exc).__name__}: {exc}"
+        return outcome
 
     def run(
         self, state: ClientState, round_no: int, messages: Sequence[Sequence[Any]] | None = None

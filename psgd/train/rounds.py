@@ -153,6 +153,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
         return ClientRunner(
             job.build_model(), data.x_train, data.y_train, clients, spec.batch_size,
             spec.optimizer, spec.learn_rate, spec.seed, spec.job_id, spec.batch_records,
+            (data.x_test, data.y_test),
         )  # fmt: skip
 
     record = RoundRecorder(job, rounds, emit or (lambda event: None))
@@ -168,7 +169,12 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
                 job.initial_weights, executors, record, rounds, prefix,
             )  # fmt: skip
             record.personal = scheduler.personal_at
+            if executors.shared and spec.eval != "clients":  # evaluated on every core
+                scheduler.test_rows = len(data.y_test)
+                record.remote = scheduler.evaluate_on_executors
+                scheduler.on_evaluated = lambda: record.complete(wait=False)
             scheduler.run()
+            scheduler.finish_evaluations()
             record.complete(wait=True)
         except PsgdError as exc:
             error, diverged = str(exc), isinstance(exc, Diverged)

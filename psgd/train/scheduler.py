@@ -13,8 +13,10 @@ It knows everything of an in-process federated job, so it needs no timeouts:
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -22,9 +24,10 @@ import numpy as np
 from psgd.codec import Codec, Parameter_Server
 from psgd.errors import CodecError, PsgdError
 from psgd.net import protocol, wire
+from psgd.train.evaluation import EVAL_CHUNK, combine_chunks
 from psgd.train.executors import Executors
 from psgd.train.hosting import ClientHost
-from psgd.train.node import RunOutcome
+from psgd.train.node import EvalOutcome, EvalTask, RunOutcome
 from psgd.train.server_side import RoundStats, ServerSide
 
 __all__ = ["Deadlock", "RoundStats", "Scheduler"]
@@ -77,6 +80,10 @@ class Scheduler(ClientHost):
         self.in_flight: deque[tuple[int, list[int], list[Any], int]] = deque()
         self.server = ServerSide(job_id, server_classes, initial_weights, max_rounds)
         self._post_server_sends()
+        self.test_rows = 0  # rows of the test set the executors hold (``evaluate_on_executors``)
+        #: Called when an evaluation on the executors completes; True ends the job.
+        self.on_evaluated: Callable[[], bool] = lambda: False
+        self._evaluations: dict[int, tuple[Future[dict[str, float]], dict[int, Any], int]] = {}
 
     @property
     def rounds_done(self) -> int:
@@ -95,8 +102,41 @@ class Scheduler(ClientHost):
                     self.stopped = True
             if self.stopped:
                 return
-            if not self.running:
+            if not self.running and not self._evaluations:
                 raise Deadlock(self._deadlock_report())
+            self.collect(None)  # a pending evaluation may still reach the target
+
+    def evaluate_on_executors(
+        self, round_no: int, model: list[np.ndarray]
+    ) -> Future[dict[str, float]]:
+        """Evaluate ``model`` on the test set, split over the executors; its figures, later."""
+        future: Future[dict[str, float]] = Future()
+        chunks = math.ceil(self.test_rows / EVAL_CHUNK)
+        per = math.ceil(chunks / self.executors.count) * EVAL_CHUNK
+        starts = range(0, self.test_rows, per)
+        self._evaluations[round_no] = (future, {}, len(starts))
+        for executor, start in enumerate(starts):
+            task = EvalTask(round_no, model, start, min(start + per, self.test_rows))
+            self._busy[executor] += 1
+            self.executors.submit(executor, [task])
+        return future
+
+    def evaluated(self, outcome: EvalOutcome) -> None:
+        if outcome.error:
+            raise PsgdError(outcome.error)
+        future, parts, expected = self._evaluations[outcome.round_no]
+        parts[outcome.start] = outcome.parts
+        if len(parts) < expected:
+            return
+        del self._evaluations[outcome.round_no]
+        ordered = [part for start in sorted(parts) for part in parts[start]]
+        future.set_result(combine_chunks(ordered, self.test_rows))
+        if self.on_evaluated():
+            self.stopped = True
+
+    def finish_evaluations(self) -> None:
+        """Wait for the evaluations still on the executors (the job's rounds are over)."""
+        while self._evaluations:
             self.collect(None)
 
     def post(self, sender: int, targets: list[int], frames: list[Any], size: int) -> None:
