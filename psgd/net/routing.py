@@ -199,25 +199,15 @@ class RoutedChannel(PeerChannel):
 
     def _accept_routed(self, frames: list[zmq.Frame]) -> Routed | None:
         assert self.placement is not None, "place() the channel first"
-        sender = self._members.get(frames[0].bytes)
         try:
-            if sender is None:
-                raise MalformedMessage("not from a member of this job (unknown connection)")
-            if len(frames) < 3:
-                raise MalformedMessage("no package after the route envelope")
-            if self._user_id is not None and frames[1].get("User-Id") != self._user_id:
-                raise MalformedMessage("connection does not hold the workers' key")
+            sender = self._sender(frames, 3, "no package after the route envelope")
             envelope = protocol.parse(frames[1:2], protocol.ROUTE_TYPES, self.limits)
             inner = [f.buffer for f in frames[2:]]
             message = protocol.parse(inner, protocol.PEER_TYPES, self.limits)
             self._check(envelope, message, sender)
             return _routed(envelope["to"], inner, message, envelope.fields)
         except MalformedMessage as exc:
-            head = bytes(frames[1].buffer[:16]) if len(frames) > 1 else b""
-            self.drops.drop(
-                "routed message (%d frames, %d bytes, first bytes %r): %s",
-                len(frames) - 1, sum(len(f.buffer) for f in frames[1:]), head, exc,
-            )  # fmt: skip
+            self._drop(frames, "routed message", exc)
             return None
 
     def _check(self, envelope: protocol.Message, message: protocol.Message, sender: int) -> None:

@@ -217,22 +217,29 @@ class PeerChannel:
                 return None
 
     def _accept(self, frames: list[zmq.Frame]) -> list[Package]:
-        sender = self._members.get(frames[0].bytes)
         try:
-            if sender is None:
-                raise MalformedMessage("not from a member of this job (unknown connection)")
-            if len(frames) < 2:
-                raise MalformedMessage("no body")
-            if self._user_id is not None and frames[1].get("User-Id") != self._user_id:
-                raise MalformedMessage("connection does not hold the workers' key")
-            return self._decode(frames[1:], sender)
+            return self._decode(frames[1:], self._sender(frames, 2, "no body"))
         except MalformedMessage as exc:
-            head = bytes(frames[1].buffer[:16]) if len(frames) > 1 else b""
-            self.drops.drop(
-                "peer message (%d frames, %d bytes, first bytes %r): %s",
-                len(frames) - 1, sum(len(f.buffer) for f in frames[1:]), head, exc,
-            )  # fmt: skip
+            self._drop(frames, "peer message", exc)
             return []
+
+    def _sender(self, frames: list[zmq.Frame], least: int, short: str) -> int:
+        """The member that sent ``frames`` (its routing id first), checked; else raises."""
+        sender = self._members.get(frames[0].bytes)
+        if sender is None:
+            raise MalformedMessage("not from a member of this job (unknown connection)")
+        if len(frames) < least:
+            raise MalformedMessage(short)
+        if self._user_id is not None and frames[1].get("User-Id") != self._user_id:
+            raise MalformedMessage("connection does not hold the workers' key")
+        return sender
+
+    def _drop(self, frames: list[zmq.Frame], what: str, exc: MalformedMessage) -> None:
+        head = bytes(frames[1].buffer[:16]) if len(frames) > 1 else b""
+        self.drops.drop(
+            "%s (%d frames, %d bytes, first bytes %r): %s",
+            what, len(frames) - 1, sum(len(f.buffer) for f in frames[1:]), head, exc,
+        )  # fmt: skip
 
     def _decode(self, frames: list[Any], sender: int) -> list[Package]:
         message = protocol.parse(frames, protocol.PEER_TYPES, self.limits)
