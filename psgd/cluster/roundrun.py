@@ -97,13 +97,16 @@ def run_pool(
             spec.job_id, spec.batch_records,
         )  # fmt: skip
 
-    count = content.get("executors") or default_executor_count()
+    count = content.get("executors")
+    if type(count) is not int or count < 0:
+        count = default_executor_count()
     remove_stale()
     prefix = job_prefix()
-    executors = make_executors(0 if count == 1 else count, make_runner, prefix)
+    executors = make_executors(0 if count <= 1 else count, make_runner, prefix)  # 1: inline
     _log.info(
-        "job %s: pool %d hosts clients %d..%d on %d executor(s)",
-        spec.job_id, node, clients.start, clients.stop - 1, count,
+        "job %s: pool %d hosts clients %d..%d on %s",
+        spec.job_id, node, clients.start, clients.stop - 1,
+        f"{count} executor processes" if count > 1 else "its job thread",
     )  # fmt: skip
     host = PoolHost(channel, clients, prepared.classes, executors, prefix)
     evaluate = _PoolEvaluator(make_runner().model, x, y, held_out, host, report, node)

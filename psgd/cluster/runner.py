@@ -315,7 +315,8 @@ def _run_rounds_on_daemons(job: Any, target: Target, printer: Any) -> Any:
     executors = spec.executors
     try:
         if target.local:  # the local daemons share this host's cores
-            executors = executors or max(1, default_executor_count() // len(pools))
+            if executors is None:
+                executors = max(1, default_executor_count() // len(pools))
             with LocalCluster(len(pools), True, target.log_dir, target.keys) as cluster:
                 submitter = RoundSubmitter(
                     job, cluster.workers, cluster.ps_endpoint, record, executors,
