@@ -66,8 +66,9 @@ def round_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--executors",
             type=click.IntRange(min=0),
             default=None,
-            help="Round jobs: processes that train the picked clients [default: one per core; "
-            "0 trains in the submitting process].",
+            help="Round jobs: processes that train the picked clients, in-process or on each "
+            "daemon hosting clients [default: one per core (--local: the cores shared among "
+            "the daemons); 0 trains in the submitting process or the daemon's job thread].",
         ),
         click.option(
             "--batch-records",
