@@ -202,8 +202,8 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
     type=click.IntRange(min=1),
     default=None,
     help="Start N worker daemons on loopback (and one for the PS), run, stop them. "
-    "Implies --node_count N, except for round-based federated jobs, where --node_count "
-    "clients are spread over the N daemons.",
+    "Implies --node_count N; a round-based federated job may give a larger --node_count, "
+    "whose clients the N daemons host.",
 )
 @click.option(
     "--workers",

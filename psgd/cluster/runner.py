@@ -210,8 +210,12 @@ def run_job(
             target = dataclasses.replace(target, log_dir=folder.file("daemons"))
             result, mode = _run_rounds(job, target, quiet, states is not None)
         else:
-            if target.local:  # one daemon per node
-                target = dataclasses.replace(target, local=spec.node_count)
+            if target.local and target.local != spec.node_count:
+                raise ConfigError(
+                    f"--local {target.local} starts one daemon per node of a per-batch job, but "
+                    f"--node_count is {spec.node_count}: give one of them (round-based "
+                    "federated jobs spread --node_count clients over the --local daemons)"
+                )
             result, mode = _run_epochs(job, folder, target, quiet, states)
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
