@@ -159,3 +159,12 @@ def test_a_diverging_round_job_ends_diverged(tmp_path):
     assert result.exit_code == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["error"].startswith("round 1 diverged")
+
+
+def test_local_and_a_different_node_count_for_a_per_batch_job_is_refused(tmp_path):
+    args = ["--local", "2", "--node_count", "3", "-q", "--train-samples", "600", "--out",
+            str(tmp_path / "run")]  # fmt: skip
+    result = CliRunner().invoke(submit, args)
+    assert result.exit_code != 0
+    assert "--local 2 starts one daemon per node" in result.output
+    assert "--node_count is 3" in result.output
