@@ -135,6 +135,7 @@ class FedAvgServer(Codec):
         self.seed = int(GlobalSettings.get_params("seed", settings.seed))
         self.round = 0
         self.picked: list[int] = []
+        self.model: np.ndarray | None = None  # the round's model, as sent
         self.updates: dict[int, tuple[np.ndarray, int]] = {}  # arrived, not yet added
         self.added = 0  # picked[:added] are in the running average
         self.average = RunningAverage()
@@ -150,6 +151,7 @@ class FedAvgServer(Codec):
         nodes = GlobalSettings.get_default().nodes
         self.picked = sample_clients(nodes, self.fraction, self.round, self.seed)
         self.added, self.average = 0, RunningAverage()
+        self.model = model
         return netEncapsulation(self.picked, (self.round, model))
 
     def update_blocks(self, block_weight: BlockWeight) -> None:
@@ -174,10 +176,33 @@ class FedAvgServer(Codec):
             self.added += 1
         if self.added < len(self.picked):
             return None
-        average = self.average.result()
-        self.set_result(average, _replace)  # the round's global model
+        return self._end_round(self.average.result())
+
+    def round_deadline(self) -> netEncapsulation:
+        """The round's deadline passed (``--round-deadline``): average the updates that came.
+
+        Updates are added in picked order, as always; with none, the global model stays. Late
+        updates of this round are dropped when they come.
+        """
+        arrived = self.added
+        for client in self.picked[self.added :]:
+            if client in self.updates:
+                self.average.add(*self.updates.pop(client))
+                arrived += 1
+        self.record(
+            f"round {self.round}: deadline passed with {arrived} of {len(self.picked)} updates"
+        )
+        self.updates.clear()
+        self.added = len(self.picked)  # the round is closed: later updates are dropped
+        if arrived == 0:
+            assert self.model is not None
+            return self._end_round(self.model)
+        return self._end_round(self.average.result())
+
+    def _end_round(self, model: np.ndarray) -> netEncapsulation:
+        self.set_result(model, _replace)  # the round's global model
         self.round += 1
-        return self._start_round(average)
+        return self._start_round(model)
 
 
 class FedProxClient(FedAvgClient):

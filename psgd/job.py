@@ -130,6 +130,8 @@ class JobSpec:
     client_test_fraction: float = 0.2
     executors: int | None = None
     batch_records: bool = False
+    round_deadline: float | None = None
+    dropout: float = 0.0
     job_id: str = field(default_factory=new_job_id)
 
     def __post_init__(self) -> None:
@@ -188,6 +190,11 @@ class JobSpec:
             not isinstance(self.executors, int) or self.executors < 0
         ):
             raise ConfigError(f"--executors: must be a whole number >= 0, got {self.executors!r}")
+        deadline = self.round_deadline
+        if deadline is not None and not (isinstance(deadline, int | float) and deadline > 0):
+            raise ConfigError(f"--round-deadline: must be seconds > 0, got {deadline!r}")
+        if not (isinstance(self.dropout, int | float) and 0 <= self.dropout < 1):
+            raise ConfigError(f"--dropout: must be a probability in [0, 1), got {self.dropout!r}")
 
     @property
     def layer_count(self) -> int:

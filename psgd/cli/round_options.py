@@ -71,6 +71,26 @@ def round_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "the daemons); 0 trains in the submitting process or the daemon's job thread].",
         ),
         click.option(
+            "--round-deadline",
+            "round_deadline",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            metavar="SECONDS",
+            help="Round jobs: the server aggregates what arrived this long after it sent a "
+            "round's model (the federated codecs support it; late updates are dropped). On "
+            "daemons: real seconds. In-process: the deadline passes once every client that "
+            "can answer has answered.",
+        ),
+        click.option(
+            "--dropout",
+            type=click.FloatRange(min=0, max=1, max_open=True),
+            default=0.0,
+            show_default=True,
+            help="Round jobs: probability that a picked client drops out of a round (it "
+            "receives the model, trains nothing, sends nothing); drawn from (seed, round, "
+            "client). Give --round-deadline too, or the server waits for it forever.",
+        ),
+        click.option(
             "--batch-records",
             "batch_records",
             is_flag=True,

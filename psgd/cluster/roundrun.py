@@ -94,7 +94,7 @@ def run_pool(
         model.set_weights(weights)
         return ClientRunner(
             model, x, y, indices, spec.batch_size, spec.optimizer, spec.learn_rate, spec.seed,
-            spec.job_id, spec.batch_records,
+            spec.job_id, spec.batch_records, dropout=spec.dropout,
         )  # fmt: skip
 
     count = content.get("executors")
@@ -177,5 +177,5 @@ def run_round_server(
         last = [np.asarray(w) for w in model]
         report(protocol.ROUND, {"weights": last}, round=stats.round_no, stats=stats.to_wire())
 
-    serve_rounds(server, channel, on_round, finished)
+    serve_rounds(server, channel, on_round, finished, spec.round_deadline)
     return last, server.bytes_sent

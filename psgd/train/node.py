@@ -32,7 +32,7 @@ from psgd.nn import Learner, Optimizer, make_optimizer
 from psgd.train.evaluation import evaluate_chunks
 from psgd.train.sync import CodecSet
 
-__all__ = ["ClientRunner", "ClientState", "EvalOutcome", "EvalTask", "RunOutcome"]
+__all__ = ["ClientRunner", "ClientState", "EvalOutcome", "EvalTask", "RunOutcome", "drops_out"]
 
 #: A client that trains this many of its local epochs in one run without waiting for a model
 #: is a codec that never parks: the job fails instead of training forever.
@@ -65,6 +65,8 @@ class RunOutcome:
     train_s: float = 0.0
     batch_losses: list[float] = field(default_factory=list)
     error: str | None = None
+    #: The client dropped out of this round (``--dropout``): it trained and sent nothing.
+    dropped: bool = False
 
 
 @dataclass
@@ -125,6 +127,9 @@ class ClientRunner:
         Keep each batch's loss in the outcome (``--batch-records``).
     test:
         The test set (shared, never copied), for ``EvalTask``s.
+    dropout:
+        Probability that a client drops out of a round it was sent a model for
+        (``drops_out``): it lets the model go and trains nothing.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class ClientRunner:
         job_id: str,
         record_batches: bool = False,
         test: tuple[np.ndarray, np.ndarray] | None = None,
+        dropout: float = 0.0,
     ) -> None:
         self.model = model
         self.variables = model.variables
@@ -153,6 +159,7 @@ class ClientRunner:
         self._y = np.empty(batch_size, dtype=y_train.dtype)
         self._initial_personal = _personal_state(model)
         self.test = test
+        self.dropout = dropout
 
     def evaluate(self, task: EvalTask) -> EvalOutcome:
         """Evaluate the global model of ``task`` on its test rows; never raises."""
@@ -181,7 +188,12 @@ class ClientRunner:
                 message = protocol.parse(list(frames), protocol.PEER_TYPES)
                 for item in protocol.split_packages(message, wire.frames_size(frames)):
                     codecs.deliver(Package(*item))
-            self._train_while_holding(state, codecs, outcome)
+            if self.dropout and drops_out(self.seed, round_no, state.node_id, self.dropout):
+                outcome.dropped = True
+                for codec in state.codecs:  # it lets the round's model go, trains nothing
+                    codec.get_result()
+            else:
+                self._train_while_holding(state, codecs, outcome)
         except CodecError as exc:
             outcome.error = str(exc)
         except Exception as exc:  # the learner or the data: still this client's failure
@@ -240,6 +252,11 @@ class ClientRunner:
         state.personal = _personal_state(self.model)
         if any(getattr(codec, "keeps_optimizer_state", False) for codec in state.codecs):
             state.optimizers = optimizers
+
+
+def drops_out(seed: int, round_no: int, node: int, probability: float) -> bool:
+    """Whether client ``node`` drops out of round ``round_no`` (the same draw everywhere)."""
+    return bool(np.random.default_rng([seed, round_no, node, 0xD70]).random() < probability)
 
 
 def _as_value(result: Any, current: np.ndarray) -> np.ndarray:

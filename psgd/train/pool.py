@@ -11,6 +11,7 @@ in-process scheduler does. Waiting for a model costs a parked client nothing, as
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -115,15 +116,20 @@ def serve_rounds(
     channel: RoutedChannel,
     on_round: Callable[[RoundStats, list[np.ndarray]], None],
     finished: Callable[[], bool],
+    deadline_s: float | None = None,
 ) -> None:
     """The parameter server of a round job on a daemon: deliver, count, send, until finished.
 
     ``on_round`` is called with each completed round's stats and global model (the daemon
     reports it to the submitter, which evaluates it and decides when the job ends).
+    ``deadline_s`` (``--round-deadline``): this many seconds after a round's first model was
+    sent, the server codecs are told the deadline passed (they aggregate what arrived).
     """
+    started: dict[int, float] = {}  # round -> when its first model was sent
 
     def flush() -> None:
         for targets, frames, round_no in server.take_sends():
+            started.setdefault(round_no, time.monotonic())
             channel.send_frames(targets, frames, round_no)
         for stats, model in server.take_finished():
             on_round(stats, model)
@@ -134,13 +140,23 @@ def serve_rounds(
             f"{server.rounds_done + 1}"
         )
 
+    def until_deadline() -> float | None:
+        begun = started.get(server.rounds_done + 1)
+        if deadline_s is None or begun is None or not server.deadline_pending:
+            return None
+        return begun + deadline_s - time.monotonic()
+
     flush()  # the first round's model
     while not finished():
-        arrived = channel.receive(POLL_S)
-        channel.note_quiet(waiting if not arrived else None)
+        left = until_deadline()
+        arrived = channel.receive(POLL_S if left is None else max(0.0, min(POLL_S, left)))
+        channel.note_quiet(waiting if not arrived and left is None else None)
         for routed in arrived:
             sender = routed.message["src"]
             if routed.run is not None and routed.round_no is not None:
                 server.add_run(routed.round_no, sender, routed.run, routed.batch_losses)
             server.deliver(routed.message, routed.size)
+            flush()
+        left = until_deadline()
+        if left is not None and left <= 0 and server.deadline():
             flush()

@@ -181,6 +181,8 @@ def _check_rounds(job: PreparedJob) -> None:
         "--target-accuracy": spec.target_accuracy is not None,
         "--eval clients": spec.eval == "clients",
         "--eval global": spec.eval == "global",
+        "--round-deadline": spec.round_deadline is not None,
+        "--dropout": spec.dropout > 0,
     }
     if not waits:
         used = [name for name, given in round_options.items() if given]

@@ -153,7 +153,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
         return ClientRunner(
             job.build_model(), data.x_train, data.y_train, clients, spec.batch_size,
             spec.optimizer, spec.learn_rate, spec.seed, spec.job_id, spec.batch_records,
-            (data.x_test, data.y_test),
+            (data.x_test, data.y_test), spec.dropout,
         )  # fmt: skip
 
     record = RoundRecorder(job, rounds, emit or (lambda event: None))
@@ -167,6 +167,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             scheduler = Scheduler(
                 spec.job_id, spec.node_count, job.codec_classes, job.ps_classes or [],
                 job.initial_weights, executors, record, rounds, prefix,
+                spec.round_deadline is not None,
             )  # fmt: skip
             record.personal = scheduler.personal_at
             if executors.shared and spec.eval != "clients":  # evaluated on every core

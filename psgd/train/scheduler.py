@@ -59,6 +59,9 @@ class Scheduler(ClientHost):
         The job ends with this round; nothing more is dispatched once it is complete.
     segment_prefix:
         Names of the shared memory segments of messages to process executors start with it.
+    deadline:
+        ``--round-deadline``: when nothing can run, the round's deadline has passed (every
+        client that can answer has answered) and the server codecs are told so.
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class Scheduler(ClientHost):
         on_round: Callable[[RoundStats, list[np.ndarray]], bool],
         max_rounds: int,
         segment_prefix: str = "psgd",
+        deadline: bool = False,
     ) -> None:
         super().__init__(client_classes, executors, segment_prefix)
+        self.deadline = deadline
         self.job_id = job_id
         self.node_count = node_count
         self.on_round = on_round
@@ -103,6 +108,9 @@ class Scheduler(ClientHost):
             if self.stopped:
                 return
             if not self.running and not self._evaluations:
+                if self.deadline and not self.runnable and self.server.deadline():
+                    self._post_server_sends()
+                    continue
                 raise Deadlock(self._deadlock_report())
             self.collect(None)  # a pending evaluation may still reach the target
 
@@ -179,9 +187,16 @@ class Scheduler(ClientHost):
     # ------------------------------------------------------------------ reports
 
     def _deadlock_report(self) -> str:
+        hint = ""
+        if self.deadline:
+            hint = (
+                " (--round-deadline passed: the server codecs define no round_deadline, or "
+                "theirs published no model)"
+            )
         return (
             f"deadlock after round {self.rounds_done}: no client can run and no package is in "
             f"flight. The parameter server's layers {self.server.waiting_layers()} wait for "
             f"updates to finish round {self.rounds_done + 1}; "
             + self.waiting_report(self.node_count)
+            + hint
         )

@@ -107,12 +107,18 @@ class ServerSide:
     ) -> None:
         self.max_rounds = max_rounds
         self.outbox = _Outbox(job_id)
-        self.codecs = CodecSet(Parameter_Server, classes, self.outbox, initial_weights)
+        self.codecs = CodecSet(Parameter_Server, classes, self.outbox)
+        with self.codecs.batched():  # one message per client for all layers, not one per layer
+            for layer, codec in enumerate(self.codecs.codecs):
+                if callable(getattr(codec, "initial_weights", None)):
+                    initial = np.array(initial_weights[layer], copy=True)
+                    self.codecs.call(layer, "initial_weights", initial)
         self.rounds_done = 0
         self.stopped = False
         self.stats: dict[int, RoundStats] = {}
         self.finished: list[tuple[RoundStats, list[np.ndarray]]] = []
         self._marks = (0, self.outbox.bytes_sent)
+        self._deadline_round = 0  # the round whose deadline the codecs were told of
 
     @property
     def bytes_sent(self) -> int:
@@ -120,8 +126,9 @@ class ServerSide:
 
     def deliver(self, message: protocol.Message, nbytes: int) -> None:
         """Hand a PACKAGE message to the server codecs; count the round it may complete."""
-        for item in protocol.split_packages(message, nbytes):
-            self.codecs.deliver(Package(*item))
+        with self.codecs.batched():
+            for item in protocol.split_packages(message, nbytes):
+                self.codecs.deliver(Package(*item))
         self._count_round()
 
     def take_sends(self) -> list[tuple[list[int], list[bytes], int]]:
@@ -142,7 +149,12 @@ class ServerSide:
     def add_run(
         self, round_no: int, node: int, run: dict[str, float], losses: Sequence[float] = ()
     ) -> None:
-        """Account a client's run for round ``round_no`` (``psgd.net.routing.RUN_FIELDS``)."""
+        """Account a client's run for round ``round_no`` (``psgd.net.routing.RUN_FIELDS``).
+
+        A run for a round already complete (it missed the deadline) is not counted.
+        """
+        if round_no <= self.rounds_done:
+            return
         stats = self.stats.setdefault(round_no, RoundStats(round_no))
         stats.clients.add(node)
         stats.steps += int(run["steps"])
@@ -154,6 +166,31 @@ class ServerSide:
             {"round": round_no, "node": node, "step": step, "loss": loss}
             for step, loss in enumerate(losses)
         ]
+
+    def deadline(self) -> bool:
+        """The current round's deadline passed: each codec with ``round_deadline`` is told.
+
+        Once per round; False when no codec defines ``round_deadline`` (nothing can change) or
+        it was already told for this round.
+        """
+        round_no = self.rounds_done + 1
+        codecs = self.codecs.codecs
+        layers = [i for i, c in enumerate(codecs) if callable(getattr(c, "round_deadline", None))]
+        if self.stopped or self._deadline_round == round_no:
+            return False
+        self._deadline_round = round_no
+        if not layers:
+            return False
+        with self.codecs.batched():
+            for layer in layers:
+                self.codecs.call(layer, "round_deadline")
+        self._count_round()
+        return True
+
+    @property
+    def deadline_pending(self) -> bool:
+        """The current round's deadline has not been applied yet."""
+        return not self.stopped and self._deadline_round != self.rounds_done + 1
 
     def waiting_layers(self) -> list[int]:
         """The server layers without a result (waiting for updates)."""

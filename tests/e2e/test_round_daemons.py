@@ -84,6 +84,22 @@ def test_fedem_clients_are_evaluated_on_their_daemons_as_in_process(tmp_path):
     assert all(float(r["client_accuracy_worst"]) <= float(r["accuracy"]) for r in rows)
 
 
+def test_dropouts_and_the_round_deadline_on_daemons_as_in_process(tmp_path):
+    job = [*FEDAVG, *SMALL, "--train-samples", "6000", "--node_count", "20", "--rounds", "2",
+           "--param", "fraction=0.5", "--dropout", "0.3", "--round-deadline", "2.5"]  # fmt: skip
+    net = _submit(tmp_path, *job, "--local", "2", "--executors", "1", "--out", "net")
+    assert net.returncode == 0, net.stdout + net.stderr
+    sim = _submit(tmp_path, *job, "--simulate", "--out", "sim")
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    rows = _rounds(tmp_path / "net")
+    assert rows == _rounds(tmp_path / "sim")  # the same clients dropped, the same averages
+    assert all(int(r["clients"]) < 10 for r in rows)  # 10 picked a round, some dropped out
+    with open(tmp_path / "net" / "rounds.csv") as f:
+        walls = [float(r["wall_s"]) for r in csv.DictReader(f)]
+    assert walls[0] >= 2.5  # on daemons the deadline is real time: the dropped never answer
+    assert "deadline passed with" in (tmp_path / "net" / "ps.log").read_text()
+
+
 def test_a_failing_client_codec_fails_the_job_by_name_and_the_daemons_stay_up(
     tmp_path, spawn_daemons
 ):

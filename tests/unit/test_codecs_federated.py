@@ -179,6 +179,32 @@ def test_server_drops_updates_of_other_rounds_unpicked_clients_and_repeats():
     np.testing.assert_allclose(server.get_result(), 2.0)
 
 
+def test_at_the_deadline_the_server_averages_the_updates_that_came_and_drops_late_ones():
+    samples = [10, 20, 30, 40, 50, 60]
+    _settings(6, {"fraction": 0.5, "seed": 2}, samples)
+    server = FedAvgServer(Parameter_Server)
+    first, second, third = server.initial_weights(_model(5.0)).target()
+    assert server.receive_blocks((0, third, _model(3.0), samples[third])) is None
+    assert server.receive_blocks((0, first, _model(1.0), samples[first])) is None
+    package = server.round_deadline()  # `second` never answered
+    expected = (samples[first] * 1.0 + samples[third] * 3.0) / (samples[first] + samples[third])
+    np.testing.assert_allclose(server.get_result(), expected, rtol=1e-6)
+    round_no, model = package.content
+    assert round_no == 1 and package.target() == sample_clients(range(6), 0.5, 1, seed=2)
+    assert server.receive_blocks((0, second, _model(9.0), samples[second])) is None  # late
+    assert not server.is_done()
+
+
+def test_a_deadline_with_no_update_keeps_the_global_model():
+    _settings(4, {"fraction": 0.5, "seed": 1}, [1] * 4)
+    server = FedAvgServer(Parameter_Server)
+    server.initial_weights(_model(4.0))
+    round_no, model = server.round_deadline().content
+    np.testing.assert_array_equal(server.get_result(), 4.0)
+    assert round_no == 1
+    np.testing.assert_array_equal(model, 4.0)
+
+
 def test_server_rejects_bad_fraction_at_start():
     _settings(4, {"fraction": 2.0})
     with pytest.raises(ValueError, match="fraction"):

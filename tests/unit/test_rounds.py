@@ -18,6 +18,7 @@ from psgd.cluster.runner import Target, run_job
 from psgd.errors import ConfigError, JobFailed
 from psgd.job import JobSpec
 from psgd.train.prepare import prepare_job
+from psgd.train.node import drops_out
 from psgd.train.rounds import run_rounds
 
 FEDAVG = {"codec": "federated.FedAvgClient", "ps_codec": "federated.FedAvgServer"}
@@ -207,3 +208,34 @@ def test_a_client_keeps_its_optimizer_state_only_when_its_codec_says_so(
         models.append(result.weights[Parameter_Server])
     equal = all(np.array_equal(a, b) for a, b in zip(*models, strict=True))
     assert equal == same  # momentum carried into later rounds changes them; plain SGD has none
+
+
+@pytest.mark.parametrize("executors", [0, 2])
+def test_dropped_clients_train_nothing_and_the_deadline_closes_the_round(executors):
+    spec = JobSpec(node_count=20, rounds=4, params={"fraction": 0.5}, dropout=0.3,
+                   round_deadline=5.0, executors=executors, **FEDAVG, **SMALL)  # fmt: skip
+    job = prepare_job(spec)
+    samples = job.settings.node_samples
+    started = time.monotonic()
+    result = run_rounds(job)
+    assert result.error is None and len(result.round_rows) == 4
+    assert time.monotonic() - started < 30  # the deadline is in virtual time: nobody waits 5 s
+    for row in result.round_rows:
+        picked = sample_clients(range(20), 0.5, row["round"] - 1, seed=spec.seed)
+        live = [n for n in picked if not drops_out(spec.seed, row["round"], n, 0.3)]
+        assert 0 < len(live) < len(picked)  # this seed drops some, keeps some, every round
+        assert row["clients"] == len(live)
+        assert row["samples"] == sum(math.ceil(samples[n] / 10) for n in live) * 10
+
+
+def test_dropout_without_a_deadline_is_a_deadlock_naming_the_waiting_server():
+    spec = JobSpec(node_count=20, rounds=3, params={"fraction": 0.5}, dropout=0.3, executors=0,
+                   **FEDAVG, **SMALL)  # fmt: skip
+    result = run_rounds(prepare_job(spec))
+    assert result.error is not None and "deadlock after round 0" in result.error
+
+
+@pytest.mark.parametrize("option", [{"dropout": 0.2}, {"round_deadline": 3.0}])
+def test_deadline_and_dropout_are_for_round_jobs(option):
+    with pytest.raises(ConfigError, match="is for round-based federated jobs"):
+        prepare_job(JobSpec(codec="plain.Plain", **option, **SMALL))
