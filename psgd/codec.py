@@ -123,7 +123,9 @@ class Codec(metaclass=ABCMeta):
     layer codec holds a result, i.e. a round's model, and is idle, costing nothing, between
     the package that ends its round and the next model it is sent). A round-based client may
     also declare ``keeps_optimizer_state = True``: its local optimizer's state (momentum, Adam's
-    moments) is kept between its rounds instead of starting afresh each round.
+    moments) is kept between its rounds instead of starting afresh each round. A round-based
+    server codec may define ``round_deadline(self)``: called when a round's deadline passes
+    (``--round-deadline``), it closes the round with what arrived and may return packages.
 
     Parameters
     ----------
