@@ -17,8 +17,8 @@ from psgd.algorithms.federated import sample_clients
 from psgd.cluster.runner import Target, run_job
 from psgd.errors import ConfigError, JobFailed
 from psgd.job import JobSpec
-from psgd.train.prepare import prepare_job
 from psgd.train.node import drops_out
+from psgd.train.prepare import prepare_job
 from psgd.train.rounds import run_rounds
 
 FEDAVG = {"codec": "federated.FedAvgClient", "ps_codec": "federated.FedAvgServer"}
