@@ -65,7 +65,8 @@ class ClientHost(ABC):
         self.running: dict[int, list[Any]] = {}  # client -> the messages its run carried
         self.pending: dict[int, list[Any]] = {}  # messages not yet given to their client
         self.runnable: deque[int] = deque()  # clients with messages, in arrival order
-        self.last_round: dict[int, int] = {}  # the round each client last trained for
+        self.last_round: dict[int, int] = {}  # the round each client last ran for
+        self.trained: set[int] = set()  # clients that trained at least one step
         #: Each client's personal learner state after its last few runs: ``[(round, state)]``.
         self.personal: dict[int, list[tuple[int, Any]]] = {}
         self.stopped = False
@@ -157,6 +158,7 @@ class ClientHost(ABC):
                 raise CodecError(outcome.error)
             self.parked[node] = state
             if outcome.steps:
+                self.trained.add(node)
                 self.count_run(outcome)
                 if state.personal is not None:
                     kept = self.personal.setdefault(node, [])

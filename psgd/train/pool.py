@@ -105,7 +105,7 @@ class PoolHost(ClientHost):
         return {
             "clients": len(self.clients),
             "first_client": self.clients.start,
-            "clients_trained": len(self.last_round),
+            "clients_trained": len(self.trained),
             "runs": self.runs,
             "bytes_sent": self.channel.bytes_sent,
         }

@@ -188,7 +188,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     return round_result(
         record, error, diverged,
         ps_bytes_sent=scheduler.server.bytes_sent if scheduler is not None else 0,
-        clients_trained=len(scheduler.last_round) if scheduler is not None else 0,
+        clients_trained=len(scheduler.trained) if scheduler is not None else 0,
         executors=count,
     )  # fmt: skip
 
