@@ -5,7 +5,7 @@ Users import the codec API from here::
     from psgd import Codec, netEncapsulation, BlockWeight, GlobalSettings, Parameter_Server
 """
 
-from psgd.codec import BlockWeight, Codec, Parameter_Server, netEncapsulation
+from psgd.codec import BlockWeight, Codec, InvalidArguments, Parameter_Server, netEncapsulation
 from psgd.errors import CodecError, CodecNotFound, ConfigError, PsgdError
 from psgd.settings import GlobalSettings
 
@@ -18,6 +18,7 @@ __all__ = [
     "CodecNotFound",
     "ConfigError",
     "GlobalSettings",
+    "InvalidArguments",
     "Parameter_Server",
     "PsgdError",
     "netEncapsulation",

@@ -111,6 +111,7 @@ class CodecSet:
             else:
                 for target in targets:
                     batch.setdefault(target, []).append((layer, package.content))
+            package._mark_sent()
             self.packages_sent += len(targets)
 
     @contextmanager

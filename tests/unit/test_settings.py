@@ -57,9 +57,16 @@ def test_bad_assignments_are_clear_errors(nodes, redundancy, assignment, match):
         GlobalSettings(nodes, redundancy, assignment)
 
 
-def test_get_default_without_a_job_is_a_clear_error():
-    with pytest.raises(ConfigError, match="no job"):
-        GlobalSettings.get_default()
+def test_get_default_without_a_job_is_none_as_in_parallel_sgd():
+    assert GlobalSettings.get_default() is None
+    assert GlobalSettings.global_parameters is None
+    settings = GlobalSettings(2, params={"k": 3})
+    GlobalSettings.set_default(settings)
+    assert GlobalSettings.get_default() is settings
+    assert GlobalSettings.global_parameters == {"k": 3}
+    GlobalSettings.clear_default()
+    assert GlobalSettings.get_default() is None
+    assert GlobalSettings.get_params("k") == 0
 
 
 @pytest.mark.parametrize(
