@@ -20,7 +20,13 @@ from types import ModuleType
 from psgd.codec import Codec
 from psgd.errors import CodecNotFound
 
-__all__ = ["BUILTIN_CODECS_DIR", "codec_name", "load_module_file", "resolve_codec"]
+__all__ = [
+    "BUILTIN_CODECS_DIR",
+    "codec_name",
+    "forget_codec_modules",
+    "load_module_file",
+    "resolve_codec",
+]
 
 
 def _builtin_codecs_dir() -> Path:
@@ -36,6 +42,8 @@ BUILTIN_CODECS_DIR = _builtin_codecs_dir()
 
 _MODULE_PREFIX = "_psgd_codec_"
 _loaded: dict[Path, ModuleType] = {}
+#: Modules that codec files imported from their own folders (or the built-in codecs folder).
+_siblings: set[str] = set()
 _load_lock = threading.RLock()
 
 
@@ -67,6 +75,7 @@ def load_module_file(path: Path) -> ModuleType:
         folders = [str(path.parent), str(BUILTIN_CODECS_DIR)]
         sys.path[:0] = folders
         sys.modules[name] = module
+        before = set(sys.modules)
         try:
             spec.loader.exec_module(module)
         except BaseException:
@@ -76,8 +85,30 @@ def load_module_file(path: Path) -> ModuleType:
             for folder in folders:
                 if folder in sys.path:
                     sys.path.remove(folder)
+            _siblings.update(n for n in set(sys.modules) - before if _folder_of(n) in folders)
         _loaded[path] = module
         return module
+
+
+def _folder_of(module_name: str) -> str | None:
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    return str(Path(str(file)).parent) if file else None
+
+
+def forget_codec_modules() -> None:
+    """Forget every codec module loaded so far, so the next job executes them afresh.
+
+    A job sets its settings before its codec modules run (class bodies may read
+    ``GlobalSettings.get_params``); forgetting the modules of the previous job in this process
+    (and the sibling modules they imported from their folders) makes the next job's class
+    bodies see the next job's values. Classes already handed out stay usable.
+    """
+    with _load_lock:
+        _loaded.clear()
+        for name in list(sys.modules):
+            if name.startswith(_MODULE_PREFIX) or name in _siblings:
+                del sys.modules[name]
+        _siblings.clear()
 
 
 def _class_from(module: ModuleType, class_name: str, where: str, user_name: str) -> type[Codec]:

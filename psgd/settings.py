@@ -269,9 +269,10 @@ class GlobalSettings:
         read ``get_params`` or ``get_default()`` see this job's values.
         """
         with cls._lock:
+            if cls._default is not settings:  # the same job again keeps the keys read so far
+                cls._params_read = set()
             cls._default = settings
             cls._params = settings.params
-            cls._params_read = set()
             cls.global_parameters = settings.params
 
     @classmethod
