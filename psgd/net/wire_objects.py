@@ -88,7 +88,8 @@ class ContentClasses:
         kind = self.by_key.get(key) if type(key) is str else None
         if kind is None:
             raise MalformedMessage(f"object of class {key!r:.80} is not one of the job's codecs'")
-        obj = kind.__new__(kind)
+        maker: Any = kind
+        obj = maker.__new__(kind)
         if _defines_setstate(kind):
             obj.__setstate__(state)
         elif type(state) is dict and all(type(k) is str for k in state):
@@ -98,8 +99,11 @@ class ContentClasses:
         return obj
 
 
+_OBJECT_GETSTATE = getattr(object, "__getstate__", None)  # Python 3.11+: every object has one
+
+
 def _defines_getstate(kind: type) -> bool:
-    return getattr(kind, "__getstate__", object.__getstate__) is not object.__getstate__
+    return getattr(kind, "__getstate__", _OBJECT_GETSTATE) is not _OBJECT_GETSTATE
 
 
 def _defines_setstate(kind: type) -> bool:
@@ -141,9 +145,9 @@ class _Walker:
                     if value.__module__ == namespace.get("__name__"):
                         self._add_class(stem, value)
                     else:
-                        inner = _namespace_of(value)
-                        if inner is not None and self._is_codec_code(inner):
-                            pending.append(inner)
+                        defining = _namespace_of(value)
+                        if defining is not None and self._is_codec_code(defining):
+                            pending.append(defining)
         return self.found
 
     def _is_codec_code(self, namespace: dict[str, Any]) -> bool:
