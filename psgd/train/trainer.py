@@ -150,7 +150,7 @@ class Trainer:
         self._attack_rng = np.random.default_rng([config.seed, node_id, 7])
         self.modes = exchange_modes(codec_classes, config.exchange)
         #: The job's initial weights, for ``accumulate`` layers (``w = w_initial + result``).
-        self.initial = [
+        self.initial: list[Any] = [
             v.value.copy() if mode == "accumulate" else None
             for v, mode in zip(self.variables, self.modes, strict=True)
         ]
