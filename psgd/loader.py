@@ -25,6 +25,7 @@ __all__ = [
     "codec_name",
     "forget_codec_modules",
     "load_module_file",
+    "register_codec_class",
     "resolve_codec",
 ]
 
@@ -42,6 +43,8 @@ BUILTIN_CODECS_DIR = _builtin_codecs_dir()
 
 _MODULE_PREFIX = "_psgd_codec_"
 _loaded: dict[Path, ModuleType] = {}
+#: Codec classes handed over as objects (``psgd.run(codec=MyCodec)`` in-process), by name.
+_registered: dict[str, type[Codec]] = {}
 #: Modules that codec files imported from their own folders (or the built-in codecs folder).
 _siblings: set[str] = set()
 _load_lock = threading.RLock()
@@ -88,6 +91,17 @@ def load_module_file(path: Path) -> ModuleType:
             _siblings.update(n for n in set(sys.modules) - before if _folder_of(n) in folders)
         _loaded[path] = module
         return module
+
+
+def register_codec_class(cls: type[Codec]) -> str:
+    """A name ``resolve_codec`` answers with ``cls`` itself (for in-process jobs whose codec
+    was given as a class, e.g. one defined in a notebook, which no file holds)."""
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise CodecNotFound(f"{cls!r}: not a subclass of psgd.Codec")
+    name = f"<in-process {cls.__module__}>:{cls.__qualname__}"
+    with _load_lock:
+        _registered[name] = cls
+    return name
 
 
 def _folder_of(module_name: str) -> str | None:
@@ -150,6 +164,8 @@ def resolve_codec(name: str, cwd: Path | None = None) -> type[Codec]:
     if not isinstance(name, str) or not name.strip():
         raise CodecNotFound(f"codec name must be 'module.Class' or 'file.py:Class', got {name!r}")
     name = name.strip()
+    if name in _registered:
+        return _registered[name]
     if ":" in name:
         file_part, _, class_name = name.rpartition(":")
         path = Path(file_part).expanduser()

@@ -262,7 +262,10 @@ class DoubleBuffer(SSGD):
         with self.codecs.batched():
             for layer, layer_blocks in enumerate(blocks):
                 for block_weight in layer_blocks:
-                    self.codecs.call(layer, "update_blocks", block_weight)
+                    # A copy: the trainer reuses its step buffers for the next batch while the
+                    # codecs may still hold this batch's content.
+                    own = BlockWeight(np.array(block_weight.content), block_weight.block_id)
+                    self.codecs.call(layer, "update_blocks", own)
         self._owed = batch
         return previous if previous is not None else [None] * len(self.codecs)
 
