@@ -118,6 +118,7 @@ def hostile(key: object, state: object) -> list[bytes]:
         (7, {}, r"not \[tag, class key, state\]"),
         ("quant_pack.QuantizedPack", [1, 2], "state is not a dict of attributes"),
         ("quant_pack.QuantizedPack", {1: 2}, "state is not a dict of attributes"),
+        ("quant_pack.Pack", {}, "restoring its state raised TypeError"),  # abstract
     ],
 )
 def test_a_forged_object_is_malformed_and_nothing_is_built(classes, key, state, match):
