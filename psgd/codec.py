@@ -52,6 +52,20 @@ class BlockWeight:
         self.content = content
         self.block_id = block_id
 
+    @property
+    def company(self) -> set[int]:
+        """The nodes holding this block (an older Parallel-SGD attribute), from the settings."""
+        from psgd.settings import GlobalSettings
+
+        return set(GlobalSettings.get_default().block_2_node[self.block_id])
+
+    @property
+    def adversary(self) -> set[int]:
+        """The nodes not holding this block: whom to send it to (older Parallel-SGD)."""
+        from psgd.settings import GlobalSettings
+
+        return set(GlobalSettings.get_default().get_adversary(self.block_id))
+
     def __repr__(self) -> str:
         shape = getattr(self.content, "shape", None)
         return f"BlockWeight(block_id={self.block_id}, shape={shape})"

@@ -186,6 +186,9 @@ class GlobalSettings:
     #: Parallel-SGD's name for the job's ``--param`` values (None between jobs), read directly
     #: by some codecs; ``get_params`` is the way that also records which keys were read.
     global_parameters: dict[str, Any] | None = None
+    #: Parallel-SGD's attribute names behind ``get_default()`` and ``global_logger()``.
+    deprecated_default_settings: GlobalSettings | None = None
+    deprecated_global_logger: JobLogger = _logger
 
     def __init__(
         self,
@@ -274,6 +277,7 @@ class GlobalSettings:
             cls._default = settings
             cls._params = settings.params
             cls.global_parameters = settings.params
+            cls.deprecated_default_settings = settings
 
     @classmethod
     def clear_default(cls) -> None:
@@ -283,6 +287,7 @@ class GlobalSettings:
             cls._params = {}
             cls._params_read = set()
             cls.global_parameters = None
+            cls.deprecated_default_settings = None
 
     @classmethod
     def get_default(cls) -> GlobalSettings:
