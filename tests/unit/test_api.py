@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +73,15 @@ def test_run_refuses_unknown_settings_and_a_failed_job_raises(tmp_path):
         psgd.run(local=True, workers="worker.json")
     with pytest.raises(JobFailed):
         psgd.run(node_count=2, out=tmp_path / "bad", attacks=["0:scale:1e30"], **QUICK)
+
+
+def test_the_parallel_sgd_page_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    page = (Path(__file__).resolve().parents[2] / "docs" / "parallel-sgd.md").read_text()
+    section = page.split("## The Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)  # it writes runs/<job id>/ here
+    exec(compile(code, "docs/parallel-sgd.md", "exec"), {"__name__": "notebook"})
+    lines = capsys.readouterr().out.splitlines()
+    assert float(lines[0]) > 0.8
+    step, accuracy, sent = lines[1].split()
+    assert step == "1" and float(accuracy) == pytest.approx(float(lines[0])) and float(sent) > 0
