@@ -70,7 +70,8 @@ def _replace(old: Any, new: Any) -> Any:
 
 
 def _keep_pending(old: Any, new: Any) -> Any:
-    return old
+    # An empty buffer hands the merge np.asarray(0.0) (Parallel-SGD's rule): take ``new``.
+    return new if np.ndim(old) == 0 else old
 
 
 class ModelAverage(Codec):

@@ -17,6 +17,7 @@ from psgd.errors import CodecError
 __all__ = [
     "BlockWeight",
     "Codec",
+    "InvalidArguments",
     "Parameter_Server",
     "netEncapsulation",
     "collect_packages",
@@ -28,6 +29,10 @@ T = TypeVar("T")
 Parameter_Server: int = -2
 
 _log = logging.getLogger(__name__)
+
+
+class InvalidArguments(CodecError):
+    """Parallel-SGD's name for a package with bad targets (a ``CodecError`` here)."""
 
 
 class BlockWeight:
@@ -47,6 +52,20 @@ class BlockWeight:
         self.content = content
         self.block_id = block_id
 
+    @property
+    def company(self) -> set[int]:
+        """The nodes holding this block (an older Parallel-SGD attribute), from the settings."""
+        from psgd.settings import GlobalSettings
+
+        return set(GlobalSettings.get_default().block_2_node[self.block_id])
+
+    @property
+    def adversary(self) -> set[int]:
+        """The nodes not holding this block: whom to send it to (older Parallel-SGD)."""
+        from psgd.settings import GlobalSettings
+
+        return set(GlobalSettings.get_default().get_adversary(self.block_id))
+
     def __repr__(self) -> str:
         shape = getattr(self.content, "shape", None)
         return f"BlockWeight(block_id={self.block_id}, shape={shape})"
@@ -63,11 +82,13 @@ class netEncapsulation(Generic[T]):
         Any nesting of lists, tuples, dicts, numbers, strings, bytes and numpy arrays.
     """
 
-    __slots__ = ("__packages", "__target")
+    __slots__ = ("__handled", "__packages", "__sent", "__target")
 
     def __init__(self, send_to_who: int | Iterable[int], content: T) -> None:
         self.__target = _normalise_targets(send_to_who)
         self.__packages = content
+        self.__handled = False
+        self.__sent = False
 
     def target(self) -> list[int]:
         """The node ids this package goes to."""
@@ -76,7 +97,25 @@ class netEncapsulation(Generic[T]):
     @property
     def content(self) -> T:
         """What is sent; receivers get it in ``receive_blocks`` with the same structure."""
+        self.__handled = True
         return self.__packages
+
+    @content.setter
+    def content(self, value: T) -> None:
+        self.__packages = value
+
+    @property
+    def has_handled(self) -> bool:
+        """True once ``content`` was read (by psgd when sending, or by the codec)."""
+        return self.__handled
+
+    @property
+    def has_sent(self) -> bool:
+        """True once psgd handed the package to the network."""
+        return self.__sent
+
+    def _mark_sent(self) -> None:
+        self.__sent = True
 
     def __repr__(self) -> str:
         return f"netEncapsulation(target={self.__target}, content={type(self.__packages).__name__})"
@@ -84,14 +123,16 @@ class netEncapsulation(Generic[T]):
 
 def _normalise_targets(send_to_who: Any) -> list[int]:
     if isinstance(send_to_who, bool):
-        raise CodecError(f"netEncapsulation: target must be a node id, got bool {send_to_who}")
+        raise InvalidArguments(
+            f"netEncapsulation: target must be a node id, got bool {send_to_who}"
+        )
     if isinstance(send_to_who, int):
         return [int(send_to_who)]
     if isinstance(send_to_who, (list, tuple, set, frozenset)):
         targets = []
         for node in send_to_who:
             if isinstance(node, bool) or not isinstance(node, int):
-                raise CodecError(
+                raise InvalidArguments(
                     f"netEncapsulation: every target must be an int node id, "
                     f"got {type(node).__name__} {node!r} in {send_to_who!r}"
                 )
@@ -99,7 +140,7 @@ def _normalise_targets(send_to_who: Any) -> list[int]:
         return targets
     if hasattr(send_to_who, "__index__"):  # numpy integers
         return [int(send_to_who)]
-    raise CodecError(
+    raise InvalidArguments(
         "netEncapsulation: target must be an int or a list, tuple or set of ints, "
         f"got {type(send_to_who).__name__}"
     )
@@ -174,25 +215,43 @@ class Codec(metaclass=ABCMeta):
     def set_result(self, content: Any, operation: Callable[[Any, Any], Any] | None = None) -> None:
         """Publish (part of) the merged result; thread-safe.
 
-        The buffer becomes ``content`` when empty, else ``operation(old, content)``
-        (default: ``old + content``).
+        The buffer becomes ``operation(old, content)``; on an empty buffer ``old`` is
+        ``np.asarray(0.0)``, as in Parallel-SGD. Without ``operation`` the merge is
+        ``old + content`` (an empty buffer simply takes ``content``).
         """
-        merge = operation if operation is not None else _add
         with self.__update_mutex:
-            if self.__updated_weight_buffer is None:
+            old = self.__updated_weight_buffer
+            if operation is not None:
+                if old is None:
+                    import numpy  # not at import: psgd.blas_env must run before numpy loads
+
+                    old = numpy.asarray(0.0)
+                self.__updated_weight_buffer = operation(old, content)
+            elif old is None:
                 self.__updated_weight_buffer = content
             else:
-                self.__updated_weight_buffer = merge(self.__updated_weight_buffer, content)
+                self.__updated_weight_buffer = _add(old, content)
 
     def is_done(self) -> bool:
         """True when a result waits in the buffer."""
         return self.__updated_weight_buffer is not None
 
     def get_result(self) -> Any:
-        """Return the merged result and clear the buffer (None when there is none)."""
+        """Return the merged result and clear the buffer.
+
+        Raises
+        ------
+        CodecError
+            When there is no result (check ``is_done()`` first), as Parallel-SGD asserts.
+        """
         with self.__update_mutex:
             result = self.__updated_weight_buffer
             self.__updated_weight_buffer = None
+        if result is None:
+            raise CodecError(
+                f"{type(self).__name__}.get_result(): no result in the buffer "
+                "(call it only when is_done())"
+            )
         return result
 
     def record(self, message: str) -> None:

@@ -20,8 +20,8 @@ __all__ = [
     "parse_param",
 ]
 
-EXCHANGE_MODES = ("auto", "delta", "params")
-SYNC_NAMES = ("ssgd", "asgd")
+EXCHANGE_MODES = ("auto", "delta", "params", "accumulate")
+SYNC_NAMES = ("ssgd", "asgd", "double_buffer")
 #: What is evaluated: ``auto`` (the global model per round for round jobs, every node per
 #: epoch otherwise), ``global`` (the server's model), ``clients`` (each client's held-out split).
 EVAL_MODES = ("auto", "global", "clients")

@@ -20,7 +20,14 @@ from types import ModuleType
 from psgd.codec import Codec
 from psgd.errors import CodecNotFound
 
-__all__ = ["BUILTIN_CODECS_DIR", "codec_name", "load_module_file", "resolve_codec"]
+__all__ = [
+    "BUILTIN_CODECS_DIR",
+    "codec_name",
+    "forget_codec_modules",
+    "load_module_file",
+    "register_codec_class",
+    "resolve_codec",
+]
 
 
 def _builtin_codecs_dir() -> Path:
@@ -36,6 +43,10 @@ BUILTIN_CODECS_DIR = _builtin_codecs_dir()
 
 _MODULE_PREFIX = "_psgd_codec_"
 _loaded: dict[Path, ModuleType] = {}
+#: Codec classes handed over as objects (``psgd.run(codec=MyCodec)`` in-process), by name.
+_registered: dict[str, type[Codec]] = {}
+#: Modules that codec files imported from their own folders (or the built-in codecs folder).
+_siblings: set[str] = set()
 _load_lock = threading.RLock()
 
 
@@ -67,6 +78,7 @@ def load_module_file(path: Path) -> ModuleType:
         folders = [str(path.parent), str(BUILTIN_CODECS_DIR)]
         sys.path[:0] = folders
         sys.modules[name] = module
+        before = set(sys.modules)
         try:
             spec.loader.exec_module(module)
         except BaseException:
@@ -76,8 +88,41 @@ def load_module_file(path: Path) -> ModuleType:
             for folder in folders:
                 if folder in sys.path:
                     sys.path.remove(folder)
+            _siblings.update(n for n in set(sys.modules) - before if _folder_of(n) in folders)
         _loaded[path] = module
         return module
+
+
+def register_codec_class(cls: type[Codec]) -> str:
+    """A name ``resolve_codec`` answers with ``cls`` itself (for in-process jobs whose codec
+    was given as a class, e.g. one defined in a notebook, which no file holds)."""
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise CodecNotFound(f"{cls!r}: not a subclass of psgd.Codec")
+    name = f"<in-process {cls.__module__}>:{cls.__qualname__}"
+    with _load_lock:
+        _registered[name] = cls
+    return name
+
+
+def _folder_of(module_name: str) -> str | None:
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    return str(Path(str(file)).parent) if file else None
+
+
+def forget_codec_modules() -> None:
+    """Forget every codec module loaded so far, so the next job executes them afresh.
+
+    A job sets its settings before its codec modules run (class bodies may read
+    ``GlobalSettings.get_params``); forgetting the modules of the previous job in this process
+    (and the sibling modules they imported from their folders) makes the next job's class
+    bodies see the next job's values. Classes already handed out stay usable.
+    """
+    with _load_lock:
+        _loaded.clear()
+        for name in list(sys.modules):
+            if name.startswith(_MODULE_PREFIX) or name in _siblings:
+                del sys.modules[name]
+        _siblings.clear()
 
 
 def _class_from(module: ModuleType, class_name: str, where: str, user_name: str) -> type[Codec]:
@@ -119,6 +164,8 @@ def resolve_codec(name: str, cwd: Path | None = None) -> type[Codec]:
     if not isinstance(name, str) or not name.strip():
         raise CodecNotFound(f"codec name must be 'module.Class' or 'file.py:Class', got {name!r}")
     name = name.strip()
+    if name in _registered:
+        return _registered[name]
     if ":" in name:
         file_part, _, class_name = name.rpartition(":")
         path = Path(file_part).expanduser()

@@ -9,6 +9,7 @@ blocks). With redundancy 1 both give node i block i.
 from __future__ import annotations
 
 import itertools
+import logging
 import numbers
 import threading
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from psgd.errors import ConfigError
 
 __all__ = [
     "ASSIGNMENTS",
+    "JobLogger",
     "MAX_BLOCK_COUNT",
     "MAX_BLOCK_HOLDINGS",
     "MAX_NODE_COUNT",
@@ -142,6 +144,22 @@ def make_assignment(name: str, node_count: int, redundancy: int) -> BlockAssignm
     return ASSIGNMENTS[name](node_count, redundancy)
 
 
+class JobLogger:
+    """Parallel-SGD's job logger (``GlobalSettings.global_logger()``): lines go to the node's
+    log (the ``psgd.codec`` logger, which psgd brings back into the run folder)."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("psgd.codec")
+
+    def log_message(self, message: str) -> None:
+        """Write an informational line."""
+        self._log.info("%s", message)
+
+    def log_error(self, message: str) -> None:
+        """Write an error line."""
+        self._log.error("%s", message)
+
+
 class GlobalSettings:
     """The cluster as a codec sees it (``GlobalSettings.get_default()``).
 
@@ -164,6 +182,13 @@ class GlobalSettings:
     _params: dict[str, Any] = {}
     _params_read: set[str] = set()
     _lock = threading.Lock()
+    _logger = JobLogger()
+    #: Parallel-SGD's name for the job's ``--param`` values (None between jobs), read directly
+    #: by some codecs; ``get_params`` is the way that also records which keys were read.
+    global_parameters: dict[str, Any] | None = None
+    #: Parallel-SGD's attribute names behind ``get_default()`` and ``global_logger()``.
+    deprecated_default_settings: GlobalSettings | None = None
+    deprecated_global_logger: JobLogger = _logger
 
     def __init__(
         self,
@@ -241,18 +266,42 @@ class GlobalSettings:
 
     @classmethod
     def set_default(cls, settings: GlobalSettings) -> None:
-        """Make ``settings`` the cluster every codec in this process sees."""
+        """Make ``settings`` the cluster every codec in this process sees.
+
+        psgd calls it before any codec module of the job is executed, so class bodies that
+        read ``get_params`` or ``get_default()`` see this job's values.
+        """
         with cls._lock:
+            if cls._default is not settings:  # the same job again keeps the keys read so far
+                cls._params_read = set()
             cls._default = settings
             cls._params = settings.params
+            cls.global_parameters = settings.params
+            cls.deprecated_default_settings = settings
+
+    @classmethod
+    def clear_default(cls) -> None:
+        """Forget the job's settings (it ended): nothing of it is visible to the next job."""
+        with cls._lock:
+            cls._default = None
+            cls._params = {}
             cls._params_read = set()
+            cls.global_parameters = None
+            cls.deprecated_default_settings = None
 
     @classmethod
     def get_default(cls) -> GlobalSettings:
-        """The current cluster's settings (set by the framework before codecs are built)."""
-        if cls._default is None:
-            raise ConfigError("GlobalSettings.get_default(): no job is running in this process")
-        return cls._default
+        """The current cluster's settings (set by the framework before codec modules load).
+
+        Outside a job it returns None, as Parallel-SGD does (typed as the settings because
+        a codec only ever runs inside a job).
+        """
+        return cls._default  # type: ignore[return-value]
+
+    @classmethod
+    def global_logger(cls) -> JobLogger:
+        """Parallel-SGD's logger: ``GlobalSettings.global_logger().log_message(text)``."""
+        return cls._logger
 
     @classmethod
     def get_params(cls, key: str, default: Any = 0) -> Any:

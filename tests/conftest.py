@@ -13,6 +13,7 @@ import sys
 import pytest
 from entry_points import PSGD_ROOT, installed
 
+from psgd.net.wire_objects import set_active
 from psgd.settings import GlobalSettings
 
 if os.environ.get("PSGD_EXPECT_INSTALLED") == "1":
@@ -32,5 +33,5 @@ elif not installed():
 @pytest.fixture(autouse=True)
 def _fresh_global_settings():
     yield
-    GlobalSettings._default = None
-    GlobalSettings._params = {}
+    GlobalSettings.clear_default()
+    set_active(None)

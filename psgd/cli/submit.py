@@ -10,13 +10,14 @@ from typing import Any
 
 import click
 
+from psgd.cli.aliases import PARALLEL_SGD_OPTIMIZERS, apply_parallel_sgd_optimizer
 from psgd.cli.argv import ARGV, KeepsArgv, detach_argv, sigterm_as_interrupt
 from psgd.cli.params import LayerSizes, ParamType
 from psgd.cli.round_options import round_options
 from psgd.cli.tools import retrieve
 from psgd.cluster.runner import Target, run_job
 from psgd.errors import ConfigError, JobFailed, PsgdError
-from psgd.job import EXCHANGE_MODES, JobSpec
+from psgd.job import EXCHANGE_MODES, SYNC_NAMES, JobSpec
 
 __all__ = ["submit", "submit_main"]
 
@@ -37,6 +38,7 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
 )
 @click.option(
     "--ps-codec",
+    "--server_codec",
     "ps_codec",
     default=None,
     help="Parameter-server codec (same naming); adds a server node.",
@@ -77,10 +79,12 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
 )
 @click.option(
     "--optimizer",
-    type=click.Choice(_OPTIMIZERS),
+    type=click.Choice(_OPTIMIZERS + list(PARALLEL_SGD_OPTIMIZERS)),
     default="adam",
     show_default=True,
-    help="Local update rule that turns gradients into steps.",
+    help="Local update rule that turns gradients into steps. Parallel-SGD's training modes "
+    "are accepted too: parallel_sgd, gradient_averaging, parameter_averaging, "
+    "double_buffering (they set --exchange/--sync, with sgd as the local rule).",
 )
 @click.option(
     "--exchange",
@@ -88,17 +92,23 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
     default="auto",
     show_default=True,
     help="What flows through codecs: 'delta' (steps; merged result is subtracted), "
-    "'params' (weights; merged result replaces them), 'auto' (codec's own choice).",
+    "'params' (weights; merged result replaces them), 'accumulate' (steps; the weights become "
+    "the initial weights plus the merged result), 'auto' (codec's own choice).",
 )
 @click.option(
     "--sync",
-    type=click.Choice(["ssgd", "asgd"]),
+    "--parallel_sgd",
+    "--psgd",
+    "sync",
+    type=click.Choice(list(SYNC_NAMES)),
     default="ssgd",
     show_default=True,
-    help="ssgd: wait for every merged result after each batch; asgd: never wait.",
+    help="ssgd: wait for every merged result after each batch; asgd: never wait; "
+    "double_buffer: apply each batch's result one batch late (communication overlaps compute).",
 )
 @click.option(
     "--assignment",
+    "--block_assignment",
     type=click.Choice(["iid", "duplicate"]),
     default="iid",
     show_default=True,
@@ -290,6 +300,7 @@ def submit(ctx: click.Context, **options: Any) -> None:
     if local and ctx.get_parameter_source("node_count") != click.core.ParameterSource.COMMANDLINE:
         options["node_count"] = local  # a round job may host more clients than daemons
     try:
+        apply_parallel_sgd_optimizer(options)
         if simulate_flag and (local or workers_file):
             raise ConfigError("--simulate runs in-process: drop --local / --workers")
         if resume_dir is not None:

@@ -28,6 +28,7 @@ from psgd.net.bundle import load_bundle, unload_bundle
 from psgd.net.routing import RoutedChannel
 from psgd.net.security import Security
 from psgd.net.transport import PeerChannel
+from psgd.net.wire_objects import ContentClasses
 from psgd.settings import GlobalSettings
 from psgd.train.trainer import TrainerConfig
 
@@ -61,6 +62,8 @@ class Prepared:
     classes: list[type[Codec]]
     channel: PeerChannel
     folder: Path
+    #: The classes of the job's shipped codec modules, whose objects may travel as content.
+    content_classes: ContentClasses | None = None
 
 
 def _check_weights(spec: JobSpec, content: Any) -> None:
@@ -133,9 +136,13 @@ def _load(
     folder = work_dir / f"job-{message['job']}-{message['node']}"
     if folder.resolve().parent != work_dir.resolve():
         raise ConfigError(f"job id {message['job']!r:.40} is not a plain name")
+    # The job's settings before any of its code runs: class bodies may read get_params.
+    GlobalSettings.set_default(parts.settings)
     try:
         classes = load_bundle(message["bundle"], message["codecs"], folder)
+        content_classes = ContentClasses.for_codecs(classes)
     except BaseException as exc:  # shipped code may raise anything, SystemExit included
+        GlobalSettings.clear_default()
         unload_bundle(folder)
         shutil.rmtree(folder, ignore_errors=True)
         detail = traceback.format_exc()
@@ -147,10 +154,11 @@ def _load(
             security, message["secret"],
         )  # fmt: skip
     except BaseException:
+        GlobalSettings.clear_default()
         unload_bundle(folder)
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return Prepared(parts, classes, channel, folder)
+    return Prepared(parts, classes, channel, folder, content_classes)
 
 
 class Preparation:

@@ -28,6 +28,7 @@ from psgd.net.channel import JobAborted
 from psgd.net.droplog import DAEMON_ONLY_ATTR
 from psgd.net.security import Security
 from psgd.net.transport import PeerChannel
+from psgd.net.wire_objects import set_active
 from psgd.nn import build_learner
 from psgd.settings import GlobalSettings
 from psgd.train.sync import CodecSet, serve
@@ -180,6 +181,8 @@ class JobRun:
         if self._prepared is None:
             return  # a failed preparation cleaned up after itself
         self.channel.close()
+        set_active(None)  # nothing of this job is visible to the next one
+        GlobalSettings.clear_default()
         unload_bundle(self.prepared.folder)
         shutil.rmtree(self.prepared.folder, ignore_errors=True)
 
@@ -201,6 +204,7 @@ class JobRun:
         root.addHandler(self._log)
         try:
             GlobalSettings.set_default(self.prepared.parts.settings)
+            set_active(self.prepared.content_classes)
             names = sorted({c.__name__ for c in self.prepared.classes})
             _log.info(
                 "job %s: node %s (%s) starting with codecs %s on %s",

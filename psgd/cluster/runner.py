@@ -15,6 +15,7 @@ import click
 from psgd.codec_params import unknown_at_start, unread_keys, unread_warnings
 from psgd.errors import ConfigError, JobFailed
 from psgd.job import JobSpec
+from psgd.net.wire_objects import job_classes
 from psgd.settings import GlobalSettings
 
 __all__ = ["Target", "print_summary", "run_job"]
@@ -206,22 +207,24 @@ def run_job(
         folder.write_json("job.json", spec.to_dict())
         from psgd.train.rounds import is_round_job
 
-        if is_round_job(job):
-            target = dataclasses.replace(target, log_dir=folder.file("daemons"))
-            result, mode = _run_rounds(job, target, quiet, states is not None)
-        else:
-            if target.local and target.local != spec.node_count:
-                raise ConfigError(
-                    f"--local {target.local} starts one daemon per node of a per-batch job, but "
-                    f"--node_count is {spec.node_count}: give one of them (round-based "
-                    "federated jobs spread --node_count clients over the --local daemons)"
-                )
-            result, mode = _run_epochs(job, folder, target, quiet, states)
+        with job_classes(classes):  # their objects may travel as content, in this job only
+            if is_round_job(job):
+                target = dataclasses.replace(target, log_dir=folder.file("daemons"))
+                result, mode = _run_rounds(job, target, quiet, states is not None)
+            else:
+                if target.local and target.local != spec.node_count:
+                    raise ConfigError(
+                        f"--local {target.local} starts one daemon per node of a per-batch job, "
+                        f"but --node_count is {spec.node_count}: give one of them (round-based "
+                        "federated jobs spread --node_count clients over the --local daemons)"
+                    )
+                result, mode = _run_epochs(job, folder, target, quiet, states)
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
         unread_names = unread_keys(spec.params, classes, read)
         summary = _write_run(folder, spec, result, mode, {"params_unread": unread_names})
     finally:
+        GlobalSettings.clear_default()  # nothing of this job is visible to the next one
         psgd_logger.removeHandler(log_handler)
         log_handler.close()
     if not quiet:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from psgd.errors import MalformedMessage
-from psgd.net import wire
+from psgd.net import wire, wire_objects
 
 __all__ = [
     "CONTROL_TYPES",
@@ -146,9 +146,13 @@ def check_fields(type_: str, fields: dict[str, Any]) -> None:
 
 
 def make_packages(job: str, src: int, items: Sequence[tuple[int, Any]]) -> list[Any]:
-    """One peer message carrying ``(layer, content)`` items (one message per step, not six)."""
-    return make(PACKAGE, [content for _, content in items], job=job, src=src,
-                layers=[layer for layer, _ in items])  # fmt: skip
+    """One peer message carrying ``(layer, content)`` items (one message per step, not six).
+
+    Objects of the running job's codec classes travel as their state (``wire_objects``).
+    """
+    header = {"t": PACKAGE, "job": job, "src": src, "layers": [layer for layer, _ in items]}
+    contents = [content for _, content in items]
+    return wire.encode(header, contents, classes=wire_objects.active())
 
 
 def split_packages(message: Message, nbytes: int) -> list[tuple[int, int, Any, int]]:
@@ -172,9 +176,11 @@ def parse(
 ) -> Message:
     """Decode and validate frames into a ``Message`` of one of the ``allowed`` types.
 
-    Another protocol version raises ``wire.VersionMismatch``.
+    Another protocol version raises ``wire.VersionMismatch``. Only peer packages may hold
+    objects, and only of the running job's codec classes (``wire_objects.active()``).
     """
-    header, content = wire.decode(frames, limits)
+    classes = wire_objects.active() if PACKAGE in allowed else None
+    header, content = wire.decode(frames, limits, classes)
     type_ = header.pop("t", None)
     if not isinstance(type_, str) or type_ not in allowed:
         raise MalformedMessage(f"unexpected message type {type_!r:.40}")

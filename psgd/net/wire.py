@@ -11,6 +11,8 @@ starts with a tag)::
     [TUPLE, *items]                       a tuple (kept hashable, so it can be a dict key)
     [ARRAY, dtype, frame index, *shape]   a numpy array whose bytes are that frame
     [SCALAR, dtype, raw bytes]            a numpy scalar
+    [OBJECT, class key, state]            an object of one of the job's codec classes
+                                          (``psgd.net.wire_objects``; content only)
 
 :func:`decode` trusts nothing: every failure is a :class:`~psgd.errors.MalformedMessage`.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -39,6 +41,9 @@ if sys.version_info >= (3, 12):
     from collections.abc import Buffer
 else:
     from typing import Any as Buffer  # bytes, bytearray, memoryview, zmq.Frame
+
+if TYPE_CHECKING:
+    from psgd.net.wire_objects import ContentClasses
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -64,10 +69,12 @@ class _Unsendable(Exception):
 class _Encoder:
     """Turns content into a msgpack-ready tree, collecting the array frames on the way."""
 
-    def __init__(self, limits: fmt.Limits) -> None:
+    def __init__(self, limits: fmt.Limits, classes: ContentClasses | None = None) -> None:
         self.limits = limits
         self.frames: list[Buffer] = [b""]  # frame 0, the header, is packed last
         self.nbytes = 0
+        self.classes = classes
+        self.in_key = 0  # > 0 while encoding a dict key: no objects there
 
     def tree(self, obj: Any, depth: int, arrays: bool) -> Any:
         kind = type(obj)
@@ -92,20 +99,42 @@ class _Encoder:
         if isinstance(obj, np.generic):
             raw = _little_endian(np.asarray(obj), "numpy scalar")
             return (fmt.SCALAR_EXT, raw.dtype.str, raw.tobytes())
-        raise _Unsendable(f"cannot send {kind}")
+        key = self.classes.key_for(kind) if self.classes is not None else None
+        if key is None:
+            raise _Unsendable(f"cannot send {kind}")
+        return self._object(obj, key, depth, arrays)
+
+    def _object(self, obj: Any, key: str, depth: int, arrays: bool) -> Any:
+        if not arrays or self.in_key:
+            raise _Unsendable(f"an object of {key} goes in the content, not in a header or key")
+        if depth >= self.limits.max_depth:
+            raise _Unsendable(f"nested deeper than max_depth={self.limits.max_depth}")
+        assert self.classes is not None
+        try:
+            state = self.classes.state_of(obj)
+        except Exception as exc:
+            raise _Unsendable(f"cannot take the state of {key}: {exc}") from None
+        return (fmt.OBJECT_EXT, key, self.tree(state, depth + 1, arrays))
 
     def mapping(self, obj: Mapping[Any, Any], depth: int, arrays: bool) -> dict[Any, Any]:
         out = {}
         tree = self.tree
         try:
             for key, value in obj.items():
-                out[key if type(key) is str else tree(key, depth, arrays)] = (
+                out[key if type(key) is str else self._key(key, depth, arrays)] = (
                     value if type(value) in fmt.LEAVES else tree(value, depth, arrays)
                 )
         except _Unsendable as exc:
             exc.path.append(f"[{key!r}]")
             raise
         return out
+
+    def _key(self, key: Any, depth: int, arrays: bool) -> Any:
+        self.in_key += 1
+        try:
+            return self.tree(key, depth, arrays)
+        finally:
+            self.in_key -= 1
 
     def _sequence(self, obj: list[Any] | tuple[Any, ...], depth: int, arrays: bool) -> Any:
         items: list[Any] = []
@@ -148,7 +177,11 @@ def _little_endian(array: np.ndarray, what: str) -> np.ndarray:
 
 
 def encode(
-    header: Mapping[str, Any], content: Any = None, *, limits: fmt.Limits = fmt.DEFAULT_LIMITS
+    header: Mapping[str, Any],
+    content: Any = None,
+    *,
+    limits: fmt.Limits = fmt.DEFAULT_LIMITS,
+    classes: ContentClasses | None = None,
 ) -> list[Buffer]:
     """Encode a header and a content tree as frames that share the arrays' memory.
 
@@ -163,6 +196,8 @@ def encode(
         (non-contiguous or big-endian ones are sent as C-contiguous little-endian copies).
     limits : fmt.Limits
         The sender fails early on what a receiver with these limits would refuse.
+    classes : ContentClasses, optional
+        The job's codec classes whose objects may be sent in the content, as their state.
 
     Returns
     -------
@@ -180,7 +215,7 @@ def encode(
     for reserved in (fmt.BODY_KEY, fmt.VERSION_KEY):
         if reserved in header:
             raise EncodeError(f"header[{reserved!r}]: key is reserved by psgd.net.wire")
-    encoder = _Encoder(limits)
+    encoder = _Encoder(limits, classes)
     root = "header"
     try:
         tree = encoder.mapping(header, 0, arrays=False)

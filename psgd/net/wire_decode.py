@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -17,17 +17,34 @@ if sys.version_info >= (3, 12):
 else:
     from typing import Any as Buffer  # bytes, bytearray, memoryview, zmq.Frame
 
+if TYPE_CHECKING:
+    from psgd.net.wire_objects import ContentClasses
+
 __all__ = ["decode"]
+
+
+class _Pending:
+    """An object's class key and state, decoded; built once the whole tree is checked."""
+
+    __slots__ = ("key", "state")
+
+    def __init__(self, key: str, state: Any) -> None:
+        self.key = key
+        self.state = state
 
 
 class _Decoder:
     """msgpack hooks: tags in, tuples and zero-copy array views out, each frame used once."""
 
-    def __init__(self, views: list[memoryview], limits: fmt.Limits) -> None:
+    def __init__(
+        self, views: list[memoryview], limits: fmt.Limits, classes: ContentClasses | None
+    ) -> None:
         self.views = views
         self.most = limits.max_array_elements
         self.used = bytearray(len(views))
         self.refs = 0
+        self.classes = classes
+        self.objects = 0
 
     def ext(self, code: int, data: bytes) -> fmt.Tag:
         tag = fmt.TAGS.get(code)
@@ -43,12 +60,24 @@ class _Decoder:
             return tuple(items[1:])
         if head is fmt.ARRAY:
             return self._array(items)
+        if head is fmt.OBJECT:
+            return self._object(items)
         dtype = fmt.DTYPES.get(items[1]) if len(items) == 3 and type(items[1]) is str else None
         if dtype is None or type(items[2]) is not bytes:
             raise MalformedMessage(f"numpy scalar {items[1:]!r:.60} is not [allowed dtype, bytes]")
         if len(items[2]) != dtype.itemsize:
             raise MalformedMessage(f"numpy scalar {items[1]} has {len(items[2])} bytes")
         return np.frombuffer(items[2], dtype)[0]
+
+    def _object(self, items: list[Any]) -> _Pending:
+        if self.classes is None:
+            raise MalformedMessage("objects are not accepted in this message")
+        if len(items) != 3 or type(items[1]) is not str:
+            raise MalformedMessage("object is not [tag, class key, state]")
+        if items[1] not in self.classes.by_key:
+            raise MalformedMessage(f"object of class {items[1]!r:.80} is not one of the job's")
+        self.objects += 1
+        return _Pending(items[1], items[2])
 
     def _array(self, items: list[Any]) -> np.ndarray:
         if not 3 <= len(items) <= 3 + fmt.MAX_NDIM:
@@ -85,7 +114,9 @@ class _Decoder:
 
 
 def decode(
-    frames: Sequence[Buffer], limits: fmt.Limits = fmt.DEFAULT_LIMITS
+    frames: Sequence[Buffer],
+    limits: fmt.Limits = fmt.DEFAULT_LIMITS,
+    classes: ContentClasses | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Decode frames made by :func:`encode`, validating everything.
 
@@ -95,6 +126,9 @@ def decode(
         bytes, bytearray, memoryview or zmq.Frame objects.
     limits : fmt.Limits
         Bounds on frame count, sizes, nesting depth and array elements.
+    classes : ContentClasses, optional
+        The job's codec classes: objects of these (and only these) may be in the content,
+        rebuilt from their state once the whole tree is checked. Without it, none may.
 
     Returns
     -------
@@ -126,7 +160,7 @@ def decode(
         raise MalformedMessage(
             f"header is {views[0].nbytes} bytes, max_header_bytes={limits.max_header_bytes}"
         )
-    decoder = _Decoder(views, limits)
+    decoder = _Decoder(views, limits, classes)
     try:
         message = msgpack.unpackb(
             views[0], ext_hook=decoder.ext, list_hook=decoder.tagged, strict_map_key=False
@@ -151,6 +185,9 @@ def decode(
         _check_tree(body, 0, limits.max_depth, arrays=True)
     except RecursionError:  # only with a max_depth near Python's recursion limit
         raise MalformedMessage("nested too deep to check") from None
+    if decoder.objects:
+        assert classes is not None
+        body = _build(body, classes)
     version = message.pop(fmt.VERSION_KEY, None)
     if type(version) is not int or version != fmt.PROTOCOL_VERSION:
         raise fmt.VersionMismatch(version, message.get("t"))
@@ -183,7 +220,7 @@ def _check_tree(obj: Any, depth: int, max_depth: int, arrays: bool) -> None:
             raise MalformedMessage(f"nested deeper than max_depth={max_depth}")
         if kind is dict:
             for key, value in obj.items():
-                _check_tree(key, depth + 1, max_depth, arrays)
+                _check_tree(key, depth + 1, max_depth, arrays=False)
                 _check_tree(value, depth + 1, max_depth, arrays)
         else:
             for item in obj:
@@ -192,7 +229,40 @@ def _check_tree(obj: Any, depth: int, max_depth: int, arrays: bool) -> None:
     elif kind is np.ndarray:
         if not arrays:
             raise MalformedMessage("array outside the message body")
+    elif kind is _Pending:
+        if not arrays:
+            raise MalformedMessage("object outside the message body")
+        if depth >= max_depth:
+            raise MalformedMessage(f"nested deeper than max_depth={max_depth}")
+        _check_tree(obj.state, depth + 1, max_depth, arrays)
     elif kind is fmt.Tag:
         raise MalformedMessage(f"{obj.name} tag out of place")
     elif not isinstance(obj, np.generic):
         raise MalformedMessage(f"unexpected {kind.__name__} in message")
+
+
+def _build(obj: Any, classes: ContentClasses) -> Any:
+    """``obj`` with every pending object built, innermost first (the tree is checked)."""
+    kind = type(obj)
+    if kind is _Pending:
+        state = _build(obj.state, classes)
+        try:
+            return classes.rebuild(obj.key, state)
+        except MalformedMessage:
+            raise
+        except Exception as exc:  # the class's __setstate__ on hostile state
+            raise MalformedMessage(
+                f"object of {obj.key}: restoring its state raised {type(exc).__name__}: {exc}"
+            ) from None
+    if kind is list:
+        for index, item in enumerate(obj):
+            if type(item) is not np.ndarray:
+                obj[index] = _build(item, classes)
+        return obj
+    if kind is dict:
+        for key, value in obj.items():
+            obj[key] = _build(value, classes)
+        return obj
+    if kind is tuple:
+        return tuple(_build(item, classes) for item in obj)
+    return obj

@@ -61,9 +61,9 @@ class Tag:
         self.name = name
 
 
-TUPLE, ARRAY, SCALAR = Tag("tuple"), Tag("array"), Tag("scalar")
-TAGS = {1: TUPLE, 2: ARRAY, 3: SCALAR}
-TUPLE_EXT, ARRAY_EXT, SCALAR_EXT = (msgpack.ExtType(code, b"") for code in TAGS)
+TUPLE, ARRAY, SCALAR, OBJECT = Tag("tuple"), Tag("array"), Tag("scalar"), Tag("object")
+TAGS = {1: TUPLE, 2: ARRAY, 3: SCALAR, 4: OBJECT}
+TUPLE_EXT, ARRAY_EXT, SCALAR_EXT, OBJECT_EXT = (msgpack.ExtType(code, b"") for code in TAGS)
 MAX_NDIM = 64  # numpy 2's NPY_MAXDIMS
 INT_MIN, INT_END = -(1 << 63), 1 << 64  # the integers msgpack can carry
 LEAVES = frozenset({str, float, bool, type(None), bytes})  # sent as they are

@@ -34,8 +34,9 @@ import numpy as np
 from psgd.codec import BlockWeight, Codec, Parameter_Server, collect_packages
 from psgd.codec_params import unread_warnings
 from psgd.errors import CodecError, ConfigError, EncodeError
-from psgd.loader import codec_name, resolve_codec
+from psgd.loader import codec_name, forget_codec_modules, resolve_codec
 from psgd.net import wire
+from psgd.net.wire_objects import ContentClasses
 from psgd.settings import GlobalSettings
 
 __all__ = ["CodecCheck", "RoundRecord", "check_p2p", "check_ps"]
@@ -103,6 +104,8 @@ class _Cluster:
 
     def __init__(self, codecs: dict[int, Codec], rng: np.random.Generator, shuffle: bool) -> None:
         self.codecs = codecs
+        # Objects of the codecs' own classes travel as their state, as on a real network.
+        self.classes = ContentClasses.for_codecs({type(c) for c in codecs.values()})
         self.queue: deque[tuple[int, int, list[bytes]]] = deque()
         self.rng = rng
         self.shuffle = shuffle
@@ -127,7 +130,10 @@ class _Cluster:
                         f"(nodes: {sorted(self.codecs)})"
                     )
             try:
-                frames = [bytes(f) for f in wire.encode({"src": node}, package.content)]
+                frames = [
+                    bytes(f)
+                    for f in wire.encode({"src": node}, package.content, classes=self.classes)
+                ]
             except EncodeError as exc:
                 raise CheckFailed(f"{where} returned content that cannot be sent: {exc}") from None
             size = wire.frames_size(frames)
@@ -151,7 +157,7 @@ class _Cluster:
                     "keep answering each other (message storm)"
                 )
             _, target, frames = self.queue.popleft()
-            _, content = wire.decode(frames)
+            _, content = wire.decode(frames, classes=self.classes)
             self.call(target, "receive_blocks", content)
 
     def take_counts(self, node: int) -> tuple[int, int]:
@@ -198,12 +204,7 @@ def _run(
     seed: int,
 ) -> CodecCheck:
     check = CodecCheck(title)
-    if sync not in ("ssgd", "asgd"):
-        raise ConfigError(f"--sync: expected ssgd or asgd, got {sync!r}")
-    settings = GlobalSettings(nodes, redundancy, assignment, params)
-    settings.learn_rate = float(settings.params.get("learn_rate", 0.01))
-    settings.sync, settings.seed = sync, seed
-    GlobalSettings.set_default(settings)
+    settings = GlobalSettings.get_default()
     rng = np.random.default_rng(seed)
     try:
         codecs: dict[int, Codec] = {}
@@ -305,6 +306,23 @@ def _construct(cls: type[Codec], node: int) -> Codec:
         ) from None
 
 
+def _set_settings(
+    nodes: int,
+    redundancy: int,
+    assignment: str,
+    sync: str,
+    params: dict[str, Any] | None,
+    seed: int,
+) -> None:
+    """The check's settings, set before any codec module runs (class bodies may read them)."""
+    if sync not in ("ssgd", "asgd"):
+        raise ConfigError(f"--sync: expected ssgd or asgd, got {sync!r}")
+    settings = GlobalSettings(nodes, redundancy, assignment, params)
+    settings.learn_rate = float(settings.params.get("learn_rate", 0.01))
+    settings.sync, settings.seed = sync, seed
+    GlobalSettings.set_default(settings)
+
+
 def _as_class(codec: str | type[Codec]) -> type[Codec]:
     return resolve_codec(codec) if isinstance(codec, str) else codec
 
@@ -321,6 +339,8 @@ def check_p2p(
     seed: int = 0,
 ) -> CodecCheck:
     """Check a peer-to-peer codec on ``nodes`` workers; see the module docstring."""
+    _set_settings(nodes, redundancy, assignment, sync, params, seed)
+    forget_codec_modules()  # codec modules named here run afresh, under these settings
     cls = _as_class(codec)
     title = (
         f"p2p {codec_name(cls)}: {nodes} nodes, {rounds} rounds, redundancy {redundancy}, "
@@ -342,6 +362,8 @@ def check_ps(
     seed: int = 0,
 ) -> CodecCheck:
     """Check a worker codec with a parameter-server codec; see the module docstring."""
+    _set_settings(nodes, redundancy, assignment, sync, params, seed)
+    forget_codec_modules()  # codec modules named here run afresh, under these settings
     client_cls, server_cls = _as_class(client), _as_class(server)
     title = (
         f"ps {codec_name(client_cls)} + {codec_name(server_cls)}: {nodes} nodes, {rounds} "

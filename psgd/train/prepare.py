@@ -15,7 +15,7 @@ from psgd.codec import Codec, Parameter_Server
 from psgd.data import Dataset, load_dataset, partition
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
-from psgd.loader import resolve_codec
+from psgd.loader import forget_codec_modules, resolve_codec
 from psgd.nn import Learner, build_learner, make_optimizer
 from psgd.settings import GlobalSettings
 from psgd.train.trainer import TrainerConfig, per_block_batch, steps_per_epoch
@@ -109,8 +109,12 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     """Resolve codecs, load and partition the data, build the initial model.
 
     Raises ``ConfigError`` / ``CodecNotFound`` / ``DatasetError`` before any training starts.
+    The job's settings are set before its codec modules are executed (afresh for each job),
+    so codec class bodies reading ``GlobalSettings.get_params`` see this job's values.
     """
     settings = GlobalSettings.for_job(spec)
+    GlobalSettings.set_default(settings)
+    forget_codec_modules()
     codec_classes = [resolve_codec(name, cwd) for name in spec.codec_names()]
     ps_names = spec.ps_codec_names()
     ps_classes = [resolve_codec(name, cwd) for name in ps_names] if ps_names else None

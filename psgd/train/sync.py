@@ -5,6 +5,8 @@ packages to ``receive_blocks``; on timeout it calls ``do_something_to_save_yours
 sends what that returns, waits once more, then fails naming node, layer and batch.
 ASGD: packages are fed to ``receive_blocks`` on a receiver thread as they arrive; the trainer
 never blocks and takes a layer's result only when there is one.
+Double buffering (Parallel-SGD's ``DoubleBufferingOptimizer``): SSGD with each batch's result
+applied one batch late, so communication overlaps the next batch's computation.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from psgd.codec import BlockWeight, Codec, collect_packages
 from psgd.errors import CodecError, PsgdError, SyncTimeout
 from psgd.net.channel import Channel, JobAborted, Package
 
-__all__ = ["ASGD", "SSGD", "SYNC_MODES", "CodecSet", "build_codecs", "make_driver", "serve"]
+__all__ = [
+    "ASGD",
+    "SSGD",
+    "SYNC_MODES",
+    "CodecSet",
+    "DoubleBuffer",
+    "build_codecs",
+    "make_driver",
+    "serve",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -111,6 +122,7 @@ class CodecSet:
             else:
                 for target in targets:
                     batch.setdefault(target, []).append((layer, package.content))
+            package._mark_sent()
             self.packages_sent += len(targets)
 
     @contextmanager
@@ -220,8 +232,49 @@ class SSGD:
                     self.codecs.deliver(package)
             pending = [layer for layer in pending if not codecs[layer].is_done()]
 
+    def flush(self, batch: int) -> list[Any] | None:
+        """Results still owed to the trainer (none: SSGD returns each batch's own)."""
+        return None
+
     def close(self) -> None:
         return None
+
+
+class DoubleBuffer(SSGD):
+    """Parallel-SGD's double buffering: a batch's merged result is applied one batch late.
+
+    Step k hands the codecs batch k's blocks and returns batch k-1's results (waiting for them
+    as SSGD does), so the exchange of batch k-1 overlaps the computation of batch k; the
+    gradient of batch k is computed on weights without batch k-1's update (one batch stale).
+    ``flush`` takes the last batch's results (the trainer calls it at the end of each epoch,
+    so every evaluation sees every update).
+    """
+
+    name = "double_buffer"
+
+    def __init__(self, codecs: CodecSet, timeout_s: float) -> None:
+        super().__init__(codecs, timeout_s)
+        self._owed: int | None = None  # the batch whose results are still owed
+
+    def exchange(self, batch: int, blocks: Sequence[Sequence[BlockWeight]]) -> list[Any]:
+        """Return the previous batch's results (None by layer for the first), send this one."""
+        previous = self.flush(batch - 1)
+        with self.codecs.batched():
+            for layer, layer_blocks in enumerate(blocks):
+                for block_weight in layer_blocks:
+                    # A copy: the trainer reuses its step buffers for the next batch while the
+                    # codecs may still hold this batch's content.
+                    own = BlockWeight(np.array(block_weight.content), block_weight.block_id)
+                    self.codecs.call(layer, "update_blocks", own)
+        self._owed = batch
+        return previous if previous is not None else [None] * len(self.codecs)
+
+    def flush(self, batch: int) -> list[Any] | None:
+        if self._owed is None:
+            return None
+        owed, self._owed = self._owed, None
+        self._wait(owed)
+        return [codec.get_result() for codec in self.codecs.codecs]
 
 
 class ASGD:
@@ -256,6 +309,10 @@ class ASGD:
                     self.codecs.call(layer, "update_blocks", block_weight)
         return [codec.get_result() if codec.is_done() else None for codec in self.codecs.codecs]
 
+    def flush(self, batch: int) -> list[Any] | None:
+        """Nothing is owed: ASGD applies results as they come."""
+        return None
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
@@ -275,11 +332,15 @@ def serve(codecs: CodecSet, stop: threading.Event) -> None:
                 package = codecs.channel.recv(0)
 
 
-SYNC_MODES: dict[str, type[SSGD] | type[ASGD]] = {"ssgd": SSGD, "asgd": ASGD}
+SYNC_MODES: dict[str, type[SSGD] | type[ASGD]] = {
+    "ssgd": SSGD,
+    "asgd": ASGD,
+    "double_buffer": DoubleBuffer,
+}
 
 
 def make_driver(mode: str, codecs: CodecSet, timeout_s: float) -> SSGD | ASGD:
-    """The sync driver named ``mode`` ("ssgd" or "asgd")."""
+    """The sync driver named ``mode`` ("ssgd", "asgd" or "double_buffer")."""
     try:
         driver = SYNC_MODES[mode]
     except KeyError:

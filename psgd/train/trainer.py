@@ -4,7 +4,8 @@ Per batch the node computes, for each block it holds, the gradient on that block
 mini-batch and the optimizer's step; it hands each layer codec a ``BlockWeight`` per block
 (the step itself in ``delta`` mode, the stepped weights in ``params`` mode), lets the sync
 driver exchange, and applies each layer's merged result: ``w -= result`` for deltas,
-``w = result`` for parameters.
+``w = result`` for parameters, ``w = w_initial + result`` for ``accumulate`` (Parallel-SGD's
+gradient averaging: the step is sent, the server returns the sum of what it applied).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ Emit = Callable[[dict[str, Any]], None]
 
 
 def exchange_modes(classes: Sequence[type[Codec]], requested: str) -> list[str]:
-    """What flows through each layer's codec: ``delta`` or ``params``.
+    """What flows through each layer's codec: ``delta``, ``params`` or ``accumulate``.
 
     ``requested`` "auto" takes each codec class's ``exchange`` attribute (default "delta").
     """
@@ -148,6 +149,11 @@ class Trainer:
         self.on_checkpoint = on_checkpoint or (lambda state: None)
         self._attack_rng = np.random.default_rng([config.seed, node_id, 7])
         self.modes = exchange_modes(codec_classes, config.exchange)
+        #: The job's initial weights, for ``accumulate`` layers (``w = w_initial + result``).
+        self.initial: list[Any] = [
+            v.value.copy() if mode == "accumulate" else None
+            for v, mode in zip(self.variables, self.modes, strict=True)
+        ]
         self.driver = make_driver(config.sync, self.codecs, config.timeout_s)
         batch = per_block_batch(config.batch_size, len(blocks))
         self.block_ids = sorted(blocks)
@@ -169,6 +175,10 @@ class Trainer:
             for step in range(self.config.steps_per_epoch):
                 loss = self._step(epoch, step)
                 self._record_batch(epoch, step, loss)
+            owed = self.driver.flush(epoch * self.config.steps_per_epoch - 1)
+            if owed is not None:  # double buffering: the epoch's last result, before evaluating
+                for layer, variable in enumerate(self.variables):
+                    self._apply(layer, variable.value, owed[layer], [])
             self.report.train_s += time.perf_counter() - self._epoch_start
             self._evaluate(epoch)
             if every and epoch % every == 0 and epoch < self.config.epochs:
@@ -244,9 +254,15 @@ class Trainer:
         return loss / len(self.block_ids)
 
     def _apply(self, layer: int, value: np.ndarray, result: Any, own: list[BlockWeight]) -> None:
-        if self.modes[layer] == "delta":
+        mode = self.modes[layer]
+        if mode == "delta" or (mode == "accumulate" and result is None):
             if result is not None:
                 value -= result
+            elif mode == "accumulate" and own:  # ASGD, no reply yet: keep the local step
+                value -= own[0].content if len(own) == 1 else sum(b.content for b in own) / len(own)
+            return
+        if mode == "accumulate":
+            np.add(self.initial[layer], result, out=value, casting="same_kind")
             return
         if result is None:  # ASGD without a server reply yet: keep the local step
             result = own[0].content if len(own) == 1 else np.mean([b.content for b in own], axis=0)
@@ -296,7 +312,7 @@ class Trainer:
 
     def drain(self, stop: Any) -> None:
         """Keep feeding packages to the codecs until ``stop`` (an Event) is set."""
-        if self.driver.name == "ssgd":
+        if self.driver.name != "asgd":
             serve(self.codecs, stop)
         else:
             stop.wait()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from psgd import BlockWeight, Codec, GlobalSettings, Parameter_Server, netEncapsulation
-from psgd.codec import collect_packages
+from psgd.codec import InvalidArguments, collect_packages
 from psgd.errors import CodecError
 
 
@@ -43,12 +43,43 @@ def test_codec_is_abstract():
 def test_set_result_defaults_to_addition_and_get_result_clears():
     codec = Echo(3)
     assert codec.node_id == 3
-    assert not codec.is_done() and codec.get_result() is None
+    assert not codec.is_done()
     codec.set_result(np.ones(2))
     assert codec.is_done()
     codec.set_result(np.full(2, 2.0))
     np.testing.assert_array_equal(codec.get_result(), [3.0, 3.0])
-    assert not codec.is_done() and codec.get_result() is None
+    assert not codec.is_done()
+
+
+def test_get_result_on_an_empty_buffer_is_a_clear_error():
+    codec = Echo(0)
+    with pytest.raises(CodecError, match=r"Echo.get_result\(\): no result .*is_done"):
+        codec.get_result()
+
+
+def test_set_result_on_an_empty_buffer_calls_the_operation_with_zero():
+    codec = Echo(0)
+    seen = []
+
+    def merge(old, new):
+        seen.append(old)
+        return old + new  # Parallel-SGD's tutorial merges relying on the 0.0 start
+
+    codec.set_result(np.full(2, 3.0), merge)
+    codec.set_result(np.full(2, 1.0), merge)
+    assert isinstance(seen[0], np.ndarray) and seen[0].shape == () and seen[0] == 0.0
+    np.testing.assert_array_equal(seen[1], [3.0, 3.0])
+    np.testing.assert_array_equal(codec.get_result(), [4.0, 4.0])
+
+
+def test_net_encapsulation_has_parallel_sgd_names():
+    package = netEncapsulation([1, 2], {"a": 1})
+    assert not package.has_handled and not package.has_sent
+    assert package.content == {"a": 1} and package.has_handled
+    package.content = {"b": 2}
+    assert package.content == {"b": 2}
+    with pytest.raises(InvalidArguments, match="target"):
+        netEncapsulation("node 1", 0)
 
 
 def test_set_result_custom_operation_gets_old_then_new():

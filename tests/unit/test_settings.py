@@ -57,9 +57,17 @@ def test_bad_assignments_are_clear_errors(nodes, redundancy, assignment, match):
         GlobalSettings(nodes, redundancy, assignment)
 
 
-def test_get_default_without_a_job_is_a_clear_error():
-    with pytest.raises(ConfigError, match="no job"):
-        GlobalSettings.get_default()
+def test_get_default_without_a_job_is_none_as_in_parallel_sgd():
+    assert GlobalSettings.get_default() is None
+    assert GlobalSettings.global_parameters is None
+    settings = GlobalSettings(2, params={"k": 3})
+    GlobalSettings.set_default(settings)
+    assert GlobalSettings.get_default() is settings
+    assert GlobalSettings.deprecated_default_settings is settings
+    assert GlobalSettings.global_parameters == {"k": 3}
+    GlobalSettings.clear_default()
+    assert GlobalSettings.get_default() is None
+    assert GlobalSettings.get_params("k") == 0
 
 
 @pytest.mark.parametrize(
@@ -88,3 +96,15 @@ def test_ten_thousand_virtual_clients_fit_in_a_job():
     settings = GlobalSettings(10_000)
     assert settings.block_count == 10_000 and settings.node_2_block[9_999] == [9_999]
     assert JobSpec(node_count=10_000, redundancy=2, assignment="duplicate").node_count == 10_000
+
+
+def test_parallel_sgd_logger_and_block_weight_names(caplog):
+    from psgd import BlockWeight
+
+    GlobalSettings.set_default(GlobalSettings(3, redundancy=2, assignment="iid"))
+    weight = BlockWeight(None, 0)  # block 0 of C(3, 2): held by nodes 0 and 1
+    assert weight.company == {0, 1} and weight.adversary == {2}
+    with caplog.at_level("INFO", logger="psgd.codec"):
+        GlobalSettings.global_logger().log_message("hello from a codec")
+    assert GlobalSettings.deprecated_global_logger is GlobalSettings.global_logger()
+    assert "hello from a codec" in caplog.text
