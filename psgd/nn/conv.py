@@ -3,7 +3,9 @@
 
 Channels come last (NHWC), so the im2col matrix is built from contiguous channel runs and the
 convolution's output is the matrix product itself, with no transpose: one ``(n*H'*W', k*k*C)``
-by ``(k*k*C, F)`` product forward, two backward.
+by ``(k*k*C, F)`` product forward; backward one product for the kernel's gradient and, for the
+input's, the full correlation of the output gradient with the turned kernel (an im2col and a
+product again, instead of a col2im of k*k strided additions).
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import DTypeLike
 
 from psgd.errors import ConfigError, ModelError
 from psgd.nn.layers import INITS, Layer, Variable
 
 __all__ = ["Conv2D", "MaxPool2D"]
+
+#: Below this many input channels the input gradient is a col2im: the correlation's product
+#: would be nearly a matrix-vector one, slower than the k*k additions.
+_MIN_CHANNELS_FOR_CORRELATION = 8
 
 
 class Conv2D(Layer):
@@ -107,11 +114,7 @@ class Conv2D(Layer):
             padded = self._buffer("padded", (n, h + 2 * p, w + 2 * p, c), x.dtype, fill=0.0)
             padded[:, p : p + h, p : p + w, :] = x
             x = padded
-        cols = self._buffer("cols", (n, ho, wo, k, k, c), x.dtype)
-        for a in range(k):
-            for b in range(k):
-                cols[:, :, :, a, b, :] = x[:, a : a + ho, b : b + wo, :]
-        cols2d = cols.reshape(n * ho * wo, k * k * c)
+        cols2d = _im2col(x, k, self._buffer("cols", (n, ho, wo, k, k, c), x.dtype))
         y = self._buffer("y", (n * ho * wo, f), x.dtype)
         np.dot(cols2d, W.reshape(k * k * c, f), out=y)
         y += self.b.value
@@ -127,18 +130,46 @@ class Conv2D(Layer):
         ho, wo = grad_out.shape[1:3]
         dy = np.ascontiguousarray(grad_out).reshape(n * ho * wo, f)
         np.dot(self._cols.T, dy, out=self.W.grad.reshape(k * k * c, f))
-        np.add.reduce(dy, axis=0, out=self.b.grad)
+        # a dot with ones sums the rows several times faster than np.add.reduce(axis=0)
+        np.dot(self._buffer("ones", (n * ho * wo,), dy.dtype, fill=1.0), dy, out=self.b.grad)
         if not need_input_grad:
             return None
-        dcols = self._buffer("dcols", (n * ho * wo, k * k * c), dy.dtype)
-        np.dot(dy, self.W.value.reshape(k * k * c, f).T, out=dcols)
-        dcols6 = dcols.reshape(n, ho, wo, k, k, c)
-        dx = self._buffer("dx", (n, h + 2 * p, w + 2 * p, c), dy.dtype)
-        dx.fill(0.0)
+        if p > k - 1 or c < _MIN_CHANNELS_FOR_CORRELATION:
+            return self._col2im_grad(dy, (n, h, w, c), (ho, wo))
+        # dx is the full correlation of dy with the kernel turned by 180 degrees: an im2col of
+        # the padded dy and one product, much faster than adding k*k strided windows back
+        # (whose rows are only C values long)
+        q = k - 1 - p
+        grad = dy.reshape(n, ho, wo, f)
+        if q:
+            padded = self._buffer("dy_padded", (n, ho + 2 * q, wo + 2 * q, f), dy.dtype, fill=0.0)
+            padded[:, q : q + ho, q : q + wo, :] = grad
+            grad = padded
+        dcols = _im2col(grad, k, self._buffer("dcols", (n, h, w, k, k, f), dy.dtype))
+        turned = self._buffer("turned", (k, k, f, c), dy.dtype)
+        np.copyto(turned, self.W.value[::-1, ::-1].transpose(0, 1, 3, 2))
+        dx = self._buffer("dx", (n * h * w, c), dy.dtype)
+        np.dot(dcols, turned.reshape(k * k * f, c), out=dx)
+        return dx.reshape(n, h, w, c)
+
+    def _col2im_grad(
+        self, dy: np.ndarray, in_shape: tuple[int, int, int, int], out_hw: tuple[int, int]
+    ) -> np.ndarray:
+        """The input gradient by col2im, for few input channels: the patch gradients are made
+        channel-first, ``(k, k, C, n, H', W')``, so each of the k*k additions runs over rows
+        of W' values rather than of C."""
+        (n, h, w, c), (ho, wo), k, p = in_shape, out_hw, self.kernel, self.padding
+        dcols = self._buffer("dcols_t", (k * k * c, n * ho * wo), dy.dtype)
+        np.dot(self.W.value.reshape(k * k * c, self.out_channels), dy.T, out=dcols)
+        planes = dcols.reshape(k, k, c, n, ho, wo)
+        dx_t = self._buffer("dx_t", (c, n, h + 2 * p, w + 2 * p), dy.dtype)
+        dx_t.fill(0.0)
         for a in range(k):
             for b in range(k):
-                dx[:, a : a + ho, b : b + wo, :] += dcols6[:, :, :, a, b, :]
-        return dx[:, p : p + h, p : p + w, :] if p else dx
+                dx_t[:, :, a : a + ho, b : b + wo] += planes[a, b]
+        dx = self._buffer("dx", (n, h, w, c), dy.dtype)
+        np.copyto(dx, dx_t[:, :, p : p + h, p : p + w].transpose(1, 2, 3, 0))
+        return dx
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -152,6 +183,15 @@ class Conv2D(Layer):
             f"Conv2D({self.in_channels}, {self.out_channels}, kernel={self.kernel}, "
             f"padding={self.padding})"
         )
+
+
+def _im2col(x: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
+    """The ``(n*H'*W', k*k*C)`` patch matrix of ``x`` ``(n, H, W, C)``, written into `out`
+    ``(n, H', W', k, k, C)``: one copy from a strided window view."""
+    windows = sliding_window_view(x, (k, k), axis=(1, 2))  # (n, H', W', C, k, k)
+    np.copyto(out, windows.transpose(0, 1, 2, 4, 5, 3))
+    n, ho, wo = out.shape[:3]
+    return out.reshape(n * ho * wo, -1)
 
 
 class MaxPool2D(Layer):

@@ -48,6 +48,9 @@ LAYERS = {
     "conv_valid": (lambda rng: Conv2D(2, 3, 3, rng=rng, dtype=F64), (2, 5, 6, 2)),
     "conv_same": (lambda rng: Conv2D(2, 3, 5, padding="same", rng=rng, dtype=F64), (2, 6, 5, 2)),
     "conv_1x1": (lambda rng: Conv2D(3, 2, 1, rng=rng, dtype=F64), (1, 3, 3, 3)),
+    # 8+ input channels: the input gradient is a correlation with the turned kernel
+    "conv_wide": (lambda rng: Conv2D(8, 3, 3, padding=1, rng=rng, dtype=F64), (2, 4, 3, 8)),
+    "conv_wide_pad": (lambda rng: Conv2D(8, 2, 3, padding=3, rng=rng, dtype=F64), (1, 3, 2, 8)),
     "maxpool": (lambda rng: MaxPool2D(2), (2, 4, 6, 3)),
     "maxpool_odd": (lambda rng: MaxPool2D(2), (2, 5, 5, 2)),
     "maxpool_3": (lambda rng: MaxPool2D(3), (1, 6, 6, 2)),
