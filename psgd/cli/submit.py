@@ -21,7 +21,7 @@ from psgd.job import EXCHANGE_MODES, JobSpec
 __all__ = ["submit", "submit_main"]
 
 _OPTIMIZERS = ["sgd", "momentum", "adam", "adagrad", "rmsprop"]
-_PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
+_PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal", "natural"]
 
 
 @click.command(
@@ -115,7 +115,8 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
     "--dataset",
     default="mnist",
     show_default=True,
-    help="'mnist' (from data/mnist) or a .npz with x_train, y_train, x_test, y_test.",
+    help="'mnist' (from data/mnist), a .npz with x_train, y_train, x_test, y_test, a .csv with "
+    "a label column, cifar10:PATH (official archive or folder), leaf:PATH (LEAF data folder).",
 )
 @click.option(
     "--partition",

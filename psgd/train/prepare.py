@@ -12,7 +12,7 @@ import numpy as np
 
 from psgd.algorithms.attacks import Attack, parse_attacks
 from psgd.codec import Codec, Parameter_Server
-from psgd.data import Dataset, load_dataset, partition
+from psgd.data import Dataset, load_dataset, natural_partition, partition
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
@@ -144,9 +144,12 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     codec_classes = [resolve_codec(name, cwd) for name in spec.codec_names()]
     ps_names = spec.ps_codec_names()
     ps_classes = [resolve_codec(name, cwd) for name in ps_names] if ps_names else None
-    blocks = partition(
-        dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
-    )
+    if spec.partition == "natural":
+        blocks = natural_partition(dataset.groups, settings.block_count, dataset.name)
+    else:
+        blocks = partition(
+            dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
+        )
     held_out = None
     if spec.eval == "clients":
         blocks, held_out = hold_out(blocks, spec.client_test_fraction, spec.seed)
