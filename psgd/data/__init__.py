@@ -5,11 +5,11 @@ Owns: the ``Dataset`` container, dataset loading and checksums, partition scheme
 May import: the contract (``psgd.errors``) and numpy only.
 """
 
+from psgd.data.cifar import load_cifar10
 from psgd.data.dataset import Dataset
 from psgd.data.datasets import load_dataset
-from psgd.data.mnist import DEFAULT_DATA_DIR, load_mnist, read_idx
-from psgd.data.cifar import load_cifar10
 from psgd.data.leaf import load_leaf
+from psgd.data.mnist import DEFAULT_DATA_DIR, load_mnist, read_idx
 from psgd.data.partition import PARTITIONS, natural_partition, partition
 from psgd.data.table import load_csv
 

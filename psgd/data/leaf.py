@@ -24,9 +24,7 @@ __all__ = ["LEAF_LETTERS", "load_leaf"]
 
 #: LEAF's Shakespeare alphabet (``models/utils/language_utils.py``): a character's index is
 #: its feature value.
-LEAF_LETTERS = (
-    "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
-)
+LEAF_LETTERS = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
 _LETTER_INDEX = {c: i for i, c in enumerate(LEAF_LETTERS)}
 
 

@@ -73,8 +73,12 @@ def check_learner(model: Any, where: str) -> Learner:
         for var in variables:
             value = getattr(var, "value", None)
             grad = getattr(var, "grad", None)
-            ok = isinstance(value, np.ndarray) and isinstance(grad, np.ndarray)
-            if not ok or value.shape != grad.shape or value.dtype.kind != "f":
+            if not (
+                isinstance(value, np.ndarray)
+                and isinstance(grad, np.ndarray)
+                and value.shape == grad.shape
+                and value.dtype.kind == "f"
+            ):
                 missing.append(f"variable {getattr(var, 'name', var)!r} with float value and grad")
                 break
     if missing:

@@ -113,7 +113,6 @@ class MSE(Loss):
         diff *= 1.0 / n
         return loss, diff
 
-
     def predict(self, pred: np.ndarray) -> np.ndarray:
         """The argmax of each row; with one output, 1 where it is above 0.5."""
         if pred.shape[1] == 1:

@@ -161,7 +161,9 @@ def _model_from_spec(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Seq
         layers.append(_layer_from_spec(kind, s, arrays.get(f"{kind}{index}.W"), np.dtype(dtype)))
     input_size = spec.get("input_size")
     try:
-        model = Sequential(layers, make_loss(loss), input_size if isinstance(input_size, int) else None)
+        model = Sequential(
+            layers, make_loss(loss), input_size if isinstance(input_size, int) else None
+        )
     except (TypeError, ValueError) as exc:
         raise ModelError(f"architecture: {exc}") from None
     if spec.get("layer_sizes") != model.layer_sizes:
@@ -211,8 +213,6 @@ def _dense_from_spec(spec: dict[str, Any], W: np.ndarray | None, dtype: np.dtype
     return Dense(n_in, n_out, rng=np.random.default_rng(0), dtype=dtype)
 
 
-
-
 def load_weights(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """``{variable name: array}`` of a model file (either format) or of any ``.npz``.
 
@@ -253,4 +253,4 @@ def init_weights(model: Any, path: str | os.PathLike[str]) -> None:
         problems = [f"missing {missing}" if missing else "", f"extra {extra}" if extra else ""]
         detail = "; ".join([p for p in problems if p] + wrong)
         raise ModelError(f"{path}: does not fit the model: {detail}")
-    model.set_weights([arrays[n].astype(v.value.dtype) for n, v in zip(names, model.variables)])
+    model.set_weights([arrays[v.name].astype(v.value.dtype) for v in model.variables])

@@ -13,10 +13,9 @@ import numpy as np
 from psgd.algorithms.attacks import Attack, parse_attacks
 from psgd.codec import Codec, Parameter_Server
 from psgd.data import Dataset, load_dataset, natural_partition, partition
-from psgd.errors import ConfigError
+from psgd.errors import ConfigError, ModelError
 from psgd.job import JobSpec
 from psgd.loader import resolve_codec
-from psgd.errors import ModelError
 from psgd.nn import Learner, build_model, init_weights, make_optimizer
 from psgd.settings import GlobalSettings
 from psgd.train.trainer import TrainerConfig, per_block_batch, steps_per_epoch

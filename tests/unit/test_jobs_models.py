@@ -100,7 +100,9 @@ def test_user_learner_file_trains_and_is_saved_weights_only(tmp_path):
 
 
 def test_user_builder_that_returns_no_learner_is_refused_by_name(tmp_path):
-    (tmp_path / "bad.py").write_text("def build(features, classes, rng, **options):\n    return 3\n")
+    (tmp_path / "bad.py").write_text(
+        "def build(features, classes, rng, **options):\n    return 3\n"
+    )
     result = CliRunner().invoke(submit, [*QUICK, "--model", f"{tmp_path / 'bad.py'}:build"])
     assert result.exit_code != 0
     assert "returned int, not a learner: missing loss_and_grads" in result.output
