@@ -172,3 +172,15 @@ def test_natural_partition_on_leaf_data_gives_each_writer_a_client(tmp_path):
     with pytest.raises(ConfigError, match="has 3 writers/users"):
         prepare_job(JobSpec(dataset=f"leaf:{tmp_path / 'leaf'}", partition="natural",
                             node_count=4, model=[12, 3]))  # fmt: skip
+
+
+def test_a_learners_own_state_goes_into_checkpoints(tmp_path):
+    from psgd.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = {"epoch": 2, "weights": [np.ones(3, np.float32)], "optimizers": [[[]]],
+             "report": {}, "state": [np.arange(4.0)]}  # fmt: skip
+    save_checkpoint(tmp_path / "c.npz", state)
+    loaded = load_checkpoint(tmp_path / "c.npz")
+    np.testing.assert_array_equal(loaded["state"][0], np.arange(4.0))
+    save_checkpoint(tmp_path / "none.npz", {**state, "state": []})
+    assert load_checkpoint(tmp_path / "none.npz")["state"] == []
