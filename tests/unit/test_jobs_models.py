@@ -184,3 +184,14 @@ def test_a_learners_own_state_goes_into_checkpoints(tmp_path):
     np.testing.assert_array_equal(loaded["state"][0], np.arange(4.0))
     save_checkpoint(tmp_path / "none.npz", {**state, "state": []})
     assert load_checkpoint(tmp_path / "none.npz")["state"] == []
+
+
+def test_cifar_cnn_trains_on_a_cifar10_folder(tmp_path):
+    from test_data_formats import write_cifar_binary
+
+    write_cifar_binary(tmp_path / "cifar-10-batches-bin")
+    summary = run(tmp_path, "--dataset", f"cifar10:{tmp_path / 'cifar-10-batches-bin'}",
+                  "--model", "cnn-cifar", "--train-samples", "20", "--test-samples", "4",
+                  "--batch_size", "5", "--codec", "averaging.ModelAverage")  # fmt: skip
+    assert summary["status"] == "completed"
+    assert len(load_model(tmp_path / "run" / "model.npz").variables) == 10
