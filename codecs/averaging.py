@@ -282,6 +282,10 @@ class EASGDServer(Codec):
     def initial_weights(self, value: np.ndarray) -> None:
         self.center = value
 
+    def current_weights(self) -> np.ndarray | None:
+        """The centre variable: the model EASGD produces."""
+        return self.center
+
     def update_blocks(self, block_weight: BlockWeight) -> None:
         return None
 
@@ -327,6 +331,10 @@ class AsyncEASGDServer(Codec):
 
     def initial_weights(self, value: np.ndarray) -> None:
         self.center = value
+
+    def current_weights(self) -> np.ndarray | None:
+        """The centre variable: the model EASGD produces."""
+        return self.center
 
     def update_blocks(self, block_weight: BlockWeight) -> None:
         return None

@@ -69,9 +69,15 @@ class GradientPSServer(Codec):
         self.pending: dict[int, dict[int, Any]] = defaultdict(dict)
         self.shape: tuple[int, ...] | None = None
         self.refused = 0
+        self.weights: np.ndarray | None = None
 
     def initial_weights(self, value: np.ndarray) -> None:
         self.shape = value.shape
+        self.weights = np.array(value, copy=True)
+
+    def current_weights(self) -> np.ndarray | None:
+        """The weights every worker holds: the initial ones minus every aggregate sent."""
+        return self.weights
 
     def dispose(self) -> None:
         self.pending.clear()
@@ -93,7 +99,10 @@ class GradientPSServer(Codec):
         ordered = [updates[n] for n in sorted(updates) if updates[n] is not None]
         if not ordered:
             return None
-        return netEncapsulation(settings.nodes, (round_no, self.aggregate(ordered)))
+        aggregate = self.aggregate(ordered)
+        if self.weights is not None:
+            self.weights -= aggregate
+        return netEncapsulation(settings.nodes, (round_no, aggregate))
 
     def _parse(self, content: Any, nodes: int) -> tuple[int, int, Any] | None:
         """``(round, sender, step)``; a bad step becomes None, a bad envelope is dropped."""
@@ -208,6 +217,10 @@ class AsyncPSServer(Codec):
 
     def initial_weights(self, value: np.ndarray) -> None:
         self.weights = value
+
+    def current_weights(self) -> np.ndarray | None:
+        """The server's weights ``W``."""
+        return self.weights
 
     def update_blocks(self, block_weight: BlockWeight) -> None:
         return None

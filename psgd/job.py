@@ -110,8 +110,16 @@ class JobSpec:
     redundancy: int = 1
     dataset: str = "mnist"
     partition: str = "iid"
-    model: list[int] = field(default_factory=lambda: [784, 128, 128, 10])
+    #: Layer sizes of an MLP, or a name: ``mlp:784,128,10``, ``cnn-mnist``, ``cnn-cifar``,
+    #: ``logreg``, ``path/to/file.py:build``, ``module.build`` (see ``psgd.nn.zoo``).
+    model: list[int] | str = field(default_factory=lambda: [784, 128, 128, 10])
     activation: str = "relu"
+    #: ``--loss``: None trains with the model's own loss.
+    loss: str | None = None
+    #: ``--init``: a model file the job starts from.
+    init: str | None = None
+    #: The model's number of trainable variables: set by ``prepare_job`` once it is built.
+    model_variables: int | None = None
     exchange: str = "auto"
     seed: int = 0
     timeout_s: float = 60.0
@@ -159,10 +167,17 @@ class JobSpec:
             raise ConfigError(
                 f"--exchange: expected one of {EXCHANGE_MODES}, got {self.exchange!r}"
             )
-        if len(self.model) < 2 or any(int(size) < 1 for size in self.model):
+        if isinstance(self.model, str) and not self.model.strip():
+            raise ConfigError("--model: empty (give layer sizes or a model name)")
+        sizes = self.mlp_sizes()
+        if sizes is not None and (len(sizes) < 2 or min(sizes) < 1):
             raise ConfigError(
                 f"--model: expected layer sizes like 784,128,128,10, got {self.model}"
             )
+        if self.model_variables is not None and (
+            not isinstance(self.model_variables, int) or self.model_variables < 1
+        ):
+            raise ConfigError(f"model_variables must be >= 1, got {self.model_variables!r}")
         for option, limit in (
             ("--train-samples", self.train_samples),
             ("--test-samples", self.test_samples),
@@ -196,10 +211,28 @@ class JobSpec:
         if not (isinstance(self.dropout, int | float) and 0 <= self.dropout < 1):
             raise ConfigError(f"--dropout: must be a probability in [0, 1), got {self.dropout!r}")
 
+    def mlp_sizes(self) -> list[int] | None:
+        """The layer sizes when ``model`` names an MLP (``[784, 10]``, ``"mlp:784,10"``)."""
+        if not isinstance(self.model, str):
+            return [int(size) for size in self.model]
+        parts = self.model.strip().removeprefix("mlp:").split(",")
+        if not all(part.strip().isdigit() for part in parts):
+            return None
+        return [int(part) for part in parts]
+
     @property
     def layer_count(self) -> int:
-        """Number of trainable variables (weights and bias of each dense layer, per component)."""
-        return 2 * (len(self.model) - 1) * max(1, self.components)
+        """Number of trainable variables (one codec each): ``model_variables`` once the model
+        is built; before, for an MLP, weights and bias of each layer, per component."""
+        if self.model_variables is not None:
+            return self.model_variables
+        sizes = self.mlp_sizes()
+        if sizes is None:
+            raise ConfigError(
+                f"--model {self.model}: its number of variables is known once it is built "
+                "(psgd.train.prepare.prepare_job)"
+            )
+        return 2 * (len(sizes) - 1) * max(1, self.components)
 
     def codec_names(self) -> list[str]:
         """The worker codec name of each layer."""

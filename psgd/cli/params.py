@@ -27,13 +27,20 @@ class ParamType(click.ParamType):
 
 
 class LayerSizes(click.ParamType):
-    """Comma-separated layer sizes: ``784,128,128,10``."""
+    """Comma-separated layer sizes, ``784,128,128,10``, or a model name kept as text:
+    ``mlp:784,200,10``, ``cnn-mnist``, ``logreg``, ``path/to/file.py:build``, ``module.build``.
+    """
 
-    name = "SIZES"
+    name = "MODEL"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> list[int]:
+    def convert(self, value: Any, param: Any, ctx: Any) -> list[int] | str:
         if isinstance(value, list):
             return value
+        text = str(value).strip()
+        if not text:
+            self.fail("expected layer sizes like 784,128,128,10 or a model name")
+        if not (text[0].isdigit() or text[0] == "-"):
+            return text
         try:
             sizes = [int(part) for part in str(value).split(",")]
         except ValueError:

@@ -22,7 +22,7 @@ from psgd.job import EXCHANGE_MODES, SYNC_NAMES, JobSpec
 __all__ = ["submit", "submit_main"]
 
 _OPTIMIZERS = ["sgd", "momentum", "adam", "adagrad", "rmsprop"]
-_PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
+_PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal", "natural"]
 
 
 @click.command(
@@ -125,7 +125,8 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
     "--dataset",
     default="mnist",
     show_default=True,
-    help="'mnist' (from data/mnist) or a .npz with x_train, y_train, x_test, y_test.",
+    help="'mnist' (from data/mnist), a .npz with x_train, y_train, x_test, y_test, a .csv with "
+    "a label column, cifar10:PATH (official archive or folder), leaf:PATH (LEAF data folder).",
 )
 @click.option(
     "--partition",
@@ -139,7 +140,21 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
     type=LayerSizes(),
     default="784,128,128,10",
     show_default=True,
-    help="MLP layer sizes, input to output.",
+    help="MLP layer sizes (input to output; or mlp:784,200,10), a built-in model (cnn-mnist, "
+    "cnn-cifar, logreg), or your learner's builder: path/to/file.py:build or module.build "
+    "(see docs/models.md).",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["ce", "softmax_cross_entropy", "bce", "binary_cross_entropy", "mse"]),
+    default=None,
+    help="Training loss [default: the model's own; softmax cross-entropy, logreg: binary].",
+)
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Start from this model file (a psgd model.npz); names and shapes must match.",
 )
 @click.option(
     "--activation",

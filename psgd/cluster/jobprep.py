@@ -64,6 +64,8 @@ class Prepared:
     folder: Path
     #: The classes of the job's shipped codec modules, whose objects may travel as content.
     content_classes: ContentClasses | None = None
+    #: A worker's model, holding the shipped initial weights (None on the server).
+    model: Any = None
 
 
 def _check_weights(spec: JobSpec, content: Any) -> None:
@@ -71,11 +73,23 @@ def _check_weights(spec: JobSpec, content: Any) -> None:
     weights = content.get("weights") if isinstance(content, dict) else None
     if not isinstance(weights, list | tuple):
         raise ConfigError("job carries no weights")
-    sizes = spec.model
+    dims = content.get("model_dims")
+    if dims is not None and not (
+        isinstance(dims, list | tuple) and len(dims) == 2 and all(isinstance(d, int) for d in dims)
+    ):
+        raise ConfigError("job: model_dims must be [features, classes]")
+    sizes = spec.mlp_sizes()
+    got = [getattr(w, "shape", None) for w in weights]
+    if sizes is None:  # a named model: its build checks the shapes (set_weights)
+        if len(got) != spec.layer_count:
+            raise ConfigError(
+                f"{len(got)} weight arrays shipped for the {spec.layer_count} variables of "
+                f"--model {spec.model}"
+            )
+        return
     shapes = [
         s for a, b in zip(sizes[:-1], sizes[1:], strict=True) for s in ((a, b), (b,))
     ] * spec.components
-    got = [getattr(w, "shape", None) for w in weights]
     if got != shapes:
         raise ConfigError(
             f"the weights shipped ({len(got)} arrays) do not match --model "
@@ -147,6 +161,14 @@ def _load(
         shutil.rmtree(folder, ignore_errors=True)
         detail = traceback.format_exc()
         raise ConfigError(f"cannot load the codec: {type(exc).__name__}: {exc}\n{detail}") from None
+    model = None
+    if message["role"] in ("worker", "pool"):
+        try:
+            model = _build_model(parts.spec, message.content, folder)
+        except BaseException as exc:  # a user's builder is shipped code too
+            unload_bundle(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ConfigError(f"cannot build the model: {type(exc).__name__}: {exc}") from None
     try:
         kind = RoutedChannel if message["role"] in ("pool", "round-ps") else PeerChannel
         channel = kind(
@@ -158,7 +180,26 @@ def _load(
         unload_bundle(folder)
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return Prepared(parts, classes, channel, folder, content_classes)
+    return Prepared(parts, classes, channel, folder, content_classes, model)
+
+
+def _build_model(spec: JobSpec, content: dict[str, Any], folder: Path) -> Any:
+    """The worker's learner (a user builder is loaded from the shipped bundle only)."""
+    import numpy as np
+
+    from psgd.nn import build_model
+
+    weights = list(content["weights"])
+    features, classes = content.get("model_dims") or (0, 0)
+    sizes = spec.mlp_sizes()
+    if sizes is not None:  # jobs from submitters that ship no dims
+        features, classes = sizes[0], 1
+    model = build_model(
+        spec.model, int(features), int(classes), np.random.default_rng(0), loss=spec.loss,
+        activation=spec.activation, components=spec.components, shipped=folder,
+    )  # fmt: skip
+    model.set_weights(weights)
+    return model
 
 
 class Preparation:

@@ -29,8 +29,8 @@ from psgd.net.droplog import DAEMON_ONLY_ATTR
 from psgd.net.security import Security
 from psgd.net.transport import PeerChannel
 from psgd.net.wire_objects import set_active
-from psgd.nn import build_learner
 from psgd.settings import GlobalSettings
+from psgd.train.server_model import server_weights
 from psgd.train.sync import CodecSet, serve
 from psgd.train.trainer import Trainer
 
@@ -235,11 +235,7 @@ class JobRun:
 
     def _run_worker(self) -> None:
         parts = self.prepared.parts
-        spec = parts.spec
-        model = build_learner(
-            spec.model, spec.activation, spec.components, np.random.default_rng(0)
-        )
-        model.set_weights(list(self.content["weights"]))
+        model = self.prepared.model  # built with the shipped weights while preparing
         blocks = {
             int(b): (np.asarray(x), np.asarray(y)) for b, (x, y) in self.content["blocks"].items()
         }
@@ -279,6 +275,7 @@ class JobRun:
         codecs = CodecSet(self.node_id, self.prepared.classes, self.channel, initial)
         try:
             serve(codecs, self._finish)
+            weights = server_weights(codecs)
         finally:
             codecs.dispose()
         if self._abort.is_set():
@@ -286,7 +283,10 @@ class JobRun:
         figures = {"figures": {"node": self.node_id, "bytes_sent": self.channel.bytes_sent},
                    "batches": [], "epochs": [],
                    "params_read": sorted(GlobalSettings.params_read())}  # fmt: skip
-        self._report(protocol.DONE, None, node=self.node_id, report=figures, log=self._log.text())
+        content = None if weights is None else {"weights": weights}
+        self._report(
+            protocol.DONE, content, node=self.node_id, report=figures, log=self._log.text()
+        )
 
     def _run_pool(self) -> None:
         figures = run_pool(

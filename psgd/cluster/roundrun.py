@@ -8,6 +8,7 @@ completed round (its global model and what the round cost) as it goes.
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from psgd.cluster.jobprep import Prepared
 from psgd.errors import ConfigError
 from psgd.net import protocol
 from psgd.net.routing import Placement, RoutedChannel
-from psgd.nn import Learner, build_learner
+from psgd.nn import Learner
 from psgd.train.evaluation import evaluate_clients, initial_personal_state
 from psgd.train.executors import default_executor_count, make_executors
 from psgd.train.node import ClientRunner
@@ -89,8 +90,7 @@ def run_pool(
     weights = list(content["weights"])
 
     def make_runner() -> ClientRunner:
-        rng = np.random.default_rng(0)
-        model = build_learner(spec.model, spec.activation, spec.components, rng)
+        model = copy.deepcopy(prepared.model)  # the job's model, built from the shipped spec
         model.set_weights(weights)
         return ClientRunner(
             model, x, y, indices, spec.batch_size, spec.optimizer, spec.learn_rate, spec.seed,

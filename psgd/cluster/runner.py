@@ -44,6 +44,11 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         )
     if "ps" in summary["bytes_sent"]:
         click.echo(f"  parameter server: {summary['bytes_sent']['ps']} bytes sent")
+    if "server_accuracy" in summary:
+        click.echo(
+            f"  server model: test accuracy {summary['server_accuracy']:.4f}  "
+            f"loss {summary['server_loss']:.4f}  (model.npz)"
+        )
     click.echo(
         f"  mean: test accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  "
         f"{summary['samples_per_s']:.0f} samples/s  wall {summary['wall_s']:.1f}s"
@@ -81,14 +86,15 @@ def _print_round_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def _write_run(
-    folder: Any, spec: JobSpec, result: Any, mode: str, extra: dict[str, Any]
+    folder: Any, job: Any, result: Any, mode: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """Write summary, records, model, logs and plot of a finished (or failed) job."""
     from psgd.codec import Parameter_Server
     from psgd.results.report import build_summary, write_records
 
+    spec = job.spec
     if result.round_rows or result.figures:
-        return _write_round_run(folder, spec, result, mode, extra)
+        return _write_round_run(folder, job, result, mode, extra)
 
     summary = build_summary(
         spec, result.reports, result.wall_s, result.ps_bytes_sent, result.error, mode,
@@ -100,20 +106,27 @@ def _write_run(
         if text:
             name = "ps.log" if node == Parameter_Server else f"worker-node{node}.log"
             folder.write_text(name, text + "\n")
-    if result.weights and not result.error:
-        _save_models(folder, spec, result.weights[min(result.weights)])
+    server = result.weights.get(Parameter_Server)
+    if server is not None and not result.error:
+        # the server's model (EASGD's centre, ASGD's weights) is the job's model
+        summary["server_loss"], summary["server_accuracy"] = _save_models(folder, job, server)
+        for node, weights in result.weights.items():
+            if node != Parameter_Server:
+                _save_models(folder, job, weights, f"model-node{node}", evaluate=False)
+    elif result.weights and not result.error:
+        _save_models(folder, job, result.weights[min(result.weights)], evaluate=False)
     _plot(folder, result, summary)
     folder.write_json("summary.json", summary)
     return summary
 
 
 def _write_round_run(
-    folder: Any, spec: JobSpec, result: Any, mode: str, extra: dict[str, Any]
+    folder: Any, job: Any, result: Any, mode: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
     from psgd.codec import Parameter_Server
     from psgd.results.report import build_round_summary, write_round_records
 
-    summary = build_round_summary(spec, result, mode)
+    summary = build_round_summary(job.spec, result, mode)
     summary.update(extra)
     write_round_records(folder, result)
     for node, text in result.logs.items():
@@ -121,25 +134,34 @@ def _write_round_run(
             name = "ps.log" if node == Parameter_Server else f"pool{node}.log"
             folder.write_text(name, text + "\n")
     if result.weights and not result.error:
-        _save_models(folder, spec, next(iter(result.weights.values())))
+        _save_models(folder, job, next(iter(result.weights.values())), evaluate=False)
     _plot(folder, result, summary)
     folder.write_json("summary.json", summary)
     return summary
 
 
-def _save_models(folder: Any, spec: JobSpec, weights: list[Any]) -> None:
-    """``model.npz`` (node 0's), or ``model-component<m>.npz`` for each mixture component."""
-    import numpy as np
+def _save_models(
+    folder: Any, job: Any, weights: list[Any], name: str = "model", evaluate: bool = True
+) -> tuple[float, float]:
+    """``<name>.npz``, or ``<name>-component<m>.npz`` for each mixture component; with
+    ``evaluate``, the model's test loss and accuracy (else zeros)."""
+    from psgd.errors import ModelError
+    from psgd.nn import MixtureMLP, save_model
 
-    from psgd.nn import MixtureMLP, build_learner, save_model
-
-    model = build_learner(spec.model, spec.activation, spec.components, np.random.default_rng(0))
+    model = job.build_model()
     model.set_weights(weights)
     if isinstance(model, MixtureMLP):
         for m, component in enumerate(model.components):
-            save_model(component, folder.file(f"model-component{m}.npz"))
+            save_model(component, folder.file(f"{name}-component{m}.npz"))
     else:
-        save_model(model, folder.file("model.npz"))
+        try:
+            save_model(model, folder.file(f"{name}.npz"))
+        except ModelError:  # layers psgd cannot rebuild: keep the weights
+            save_model(model, folder.file(f"{name}.npz"), weights_only=True)
+    if not evaluate:
+        return 0.0, 0.0
+    loss, accuracy = model.evaluate(job.dataset.x_test, job.dataset.y_test)
+    return round(float(loss), 6), round(float(accuracy), 6)
 
 
 def _plot(folder: Any, result: Any, summary: dict[str, Any]) -> None:
@@ -222,7 +244,7 @@ def run_job(
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
         unread_names = unread_keys(spec.params, classes, read)
-        summary = _write_run(folder, spec, result, mode, {"params_unread": unread_names})
+        summary = _write_run(folder, job, result, mode, {"params_unread": unread_names})
     finally:
         GlobalSettings.clear_default()  # nothing of this job is visible to the next one
         psgd_logger.removeHandler(log_handler)

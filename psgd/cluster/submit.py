@@ -67,6 +67,18 @@ class _Node:
         return f"{who} ({self.endpoint})"
 
 
+def _model_files(job: PreparedJob) -> list[Path]:
+    """A user model's builder file, shipped with the codecs (built-in models need none)."""
+    from psgd.nn.learner import user_model_file
+    from psgd.nn.zoo import MODELS
+
+    spec = job.spec.model
+    if not isinstance(spec, str) or spec in MODELS or job.spec.mlp_sizes() is not None:
+        return []
+    path = user_model_file(spec, job.cwd)
+    return [path] if path is not None and path.is_file() else []
+
+
 class Submitter:
     """Runs one prepared job on daemons.
 
@@ -199,10 +211,11 @@ class Submitter:
             sources, names = bundle_codecs(job.ps_classes)
             return protocol.make(protocol.JOB, {"weights": job.initial_weights}, node=node.node,
                                  role="ps", bundle=sources, codecs=names, **common)  # fmt: skip
-        sources, names = bundle_codecs(job.codec_classes)
+        sources, names = bundle_codecs(job.codec_classes, _model_files(job))
         test = (job.dataset.x_test, job.dataset.y_test)
         content = {"weights": job.initial_weights, "blocks": job.node_blocks(node.node),
-                   "test": test, "resume": (self.resume or {}).get(node.node)}  # fmt: skip
+                   "test": test, "resume": (self.resume or {}).get(node.node),
+                   "model_dims": list(job.model_dims)}  # fmt: skip
         return protocol.make(protocol.JOB, content, node=node.node, role="worker",
                              bundle=sources, codecs=names, **common)  # fmt: skip
 
@@ -385,12 +398,12 @@ class Submitter:
             if node.report is None:
                 continue
             read.update(k for k in node.report.get("params_read", ()) if isinstance(k, str))
+            if node.weights is not None:  # the server's: its codecs' model, if they keep one
+                weights[node.node] = node.weights
             if node.node == Parameter_Server:
                 ps_bytes = int(node.report["figures"]["bytes_sent"])
                 continue
             reports.append(NodeReport.from_wire(node.report))
-            if node.weights is not None:
-                weights[node.node] = node.weights
         reports.sort(key=lambda r: r.node_id)
         return RunResult(
             reports, ps_bytes, wall_s, error, weights, logs,

@@ -26,6 +26,9 @@ class Dataset:
         Shape ``(n,)``, int64 class indices in ``[0, n_classes)``.
     n_classes : int
         Largest label over train and test, plus one.
+    groups : np.ndarray, optional
+        Shape ``(n_train,)``: the writer or user of each training row (LEAF data), for
+        ``--partition natural``.
 
     Raises
     ------
@@ -39,8 +42,14 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.groups is not None and self.groups.shape != self.y_train.shape:
+            raise DatasetError(
+                f"dataset {self.name!r}: groups of shape {self.groups.shape} for "
+                f"{len(self.y_train)} training rows"
+            )
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
@@ -83,6 +92,7 @@ class Dataset:
             x_test=self.x_test[:n_test],
             y_test=self.y_test[:n_test],
             n_classes=self.n_classes,
+            groups=None if self.groups is None else self.groups[:n_train],
         )
 
     def __repr__(self) -> str:

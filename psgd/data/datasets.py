@@ -1,4 +1,4 @@
-"""`load_dataset`: MNIST by name or any .npz file, as a `Dataset`."""
+"""`load_dataset`: MNIST by name, CIFAR-10 and LEAF from a local path, .npz and .csv files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from psgd.data.cifar import load_cifar10
 from psgd.data.dataset import Dataset
+from psgd.data.leaf import load_leaf
 from psgd.data.mnist import load_mnist
+from psgd.data.table import load_csv
 from psgd.errors import ConfigError, DatasetError
 
 NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
@@ -21,7 +24,9 @@ def load_dataset(name_or_path: str | os.PathLike[str], data_dir: Path | None = N
     Parameters
     ----------
     name_or_path : str or path
-        ``"mnist"`` (any case), or a path ending in ``.npz`` holding the arrays ``x_train``,
+        ``"mnist"`` (any case); ``cifar10:PATH`` (``psgd.data.cifar``); ``leaf:PATH``
+        (``psgd.data.leaf``); a ``.csv`` table (``psgd.data.table``); or a path ending in
+        ``.npz`` holding the arrays ``x_train``,
         ``y_train``, ``x_test`` and ``y_test``. Images of any shape are flattened to
         ``(n, -1)`` float32; integer images are taken as 0-255 grey levels and scaled by 1/255.
         Labels become int64.
@@ -40,7 +45,17 @@ def load_dataset(name_or_path: str | os.PathLike[str], data_dir: Path | None = N
         return load_mnist(data_dir)
     if text.lower().endswith(".npz"):
         return _load_npz(Path(text))
-    raise ConfigError(f'dataset {text!r}: expected "mnist" or a path to a .npz file')
+    if text.lower().endswith(".csv"):
+        return load_csv(text)
+    kind, sep, path = text.partition(":")
+    if sep and kind.lower() in ("cifar10", "cifar-10"):
+        return load_cifar10(path)
+    if sep and kind.lower() == "leaf":
+        return load_leaf(path)
+    raise ConfigError(
+        f'dataset {text!r}: expected "mnist", a path to a .npz or .csv file, '
+        '"cifar10:PATH" (the CIFAR-10 archive or its folder) or "leaf:PATH" (a LEAF data folder)'
+    )
 
 
 def _load_npz(path: Path) -> Dataset:

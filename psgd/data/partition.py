@@ -66,6 +66,11 @@ def partition(
         For an unknown scheme or option, a bad option value, `n_parts` outside
         ``[1, n]``, a missing `rng`, or Dirichlet proportions that never meet `min_size`.
     """
+    if scheme == "natural":
+        raise ConfigError(
+            "partition scheme 'natural' splits by writer or user: use natural_partition(groups, "
+            "n_parts) with a dataset that has groups (LEAF data)"
+        )
     if scheme not in _SCHEMES:
         raise ConfigError(
             f"unknown partition scheme {scheme!r}: expected one of {', '.join(PARTITIONS)}"
@@ -211,3 +216,32 @@ _SCHEMES: dict[str, tuple[Split, dict[str, Any]]] = {
     "dirichlet": (_dirichlet, {"alpha": 0.5, "min_size": 10, "max_tries": 1000}),
     "unequal": (_unequal, {"sigma": 1.0}),
 }
+
+
+def natural_partition(groups: np.ndarray | None, n_parts: int, name: str = "") -> list[np.ndarray]:
+    """One part per writer or user (``groups`` holds each row's), in order of first appearance.
+
+    With fewer parts than users, users are dealt to the parts in turn (part ``i`` gets users
+    ``i, i + n_parts, ...``), so each part still holds whole users.
+
+    Raises
+    ------
+    ConfigError
+        The dataset has no groups, or fewer users than parts.
+    """
+    if groups is None:
+        raise ConfigError(
+            f"--partition natural: dataset {name!r} does not say who wrote each sample "
+            "(LEAF data does: --dataset leaf:PATH)"
+        )
+    users, first = np.unique(groups, return_index=True)
+    ordered = users[np.argsort(first, kind="stable")]
+    if not 1 <= n_parts <= len(ordered):
+        raise ConfigError(
+            f"--partition natural: dataset {name!r} has {len(ordered)} writers/users, cannot "
+            f"make {n_parts} parts (use --node_count {len(ordered)} for one client each)"
+        )
+    part_of_user = np.empty(int(users.max()) + 1, np.int64)
+    part_of_user[ordered] = np.arange(len(ordered)) % n_parts
+    parts = part_of_user[groups]
+    return [np.flatnonzero(parts == i) for i in range(n_parts)]

@@ -41,9 +41,13 @@ def _module_file(cls: type) -> Path:
         raise ConfigError(f"codec {cls.__qualname__}: its source file cannot be found") from None
 
 
-def bundle_codecs(classes: Sequence[type[Codec]]) -> tuple[dict[str, str], list[str]]:
+def bundle_codecs(
+    classes: Sequence[type[Codec]], files: Sequence[Path] = ()
+) -> tuple[dict[str, str], list[str]]:
     """Sources to ship and the name of each class inside them.
 
+    ``files`` are more modules to ship with their siblings (a user model's builder file);
+    nothing is loaded from them on the worker until asked.
     Returns ``({module_stem: source}, ["stem.Class", ...])`` with one name per class.
     """
     sources: dict[str, str] = {}
@@ -52,26 +56,33 @@ def bundle_codecs(classes: Sequence[type[Codec]]) -> tuple[dict[str, str], list[
     for cls in classes:
         path = _module_file(cls)
         names.append(f"{path.stem}.{cls.__qualname__}")
-        pending = [path]
-        while pending:
-            current = pending.pop()
-            stem = current.stem
-            if stem in origins:
-                if origins[stem] != current:
-                    raise ConfigError(
-                        f"codec modules {origins[stem]} and {current} share the name {stem!r}; "
-                        "rename one of them"
-                    )
-                continue
-            origins[stem] = current
-            sources[stem] = current.read_text(encoding="utf-8")
-            for name in sorted(_imported_names(sources[stem])):
-                for folder in (current.parent, BUILTIN_CODECS_DIR):
-                    sibling = folder / f"{name}.py"
-                    if sibling.is_file():
-                        pending.append(sibling.resolve())
-                        break
+        _add_module(path, sources, origins)
+    for path in files:
+        _add_module(Path(path).resolve(), sources, origins)
     return sources, names
+
+
+def _add_module(path: Path, sources: dict[str, str], origins: dict[str, Path]) -> None:
+    """Add the module at ``path`` and the sibling modules it imports, transitively."""
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        stem = current.stem
+        if stem in origins:
+            if origins[stem] != current:
+                raise ConfigError(
+                    f"shipped modules {origins[stem]} and {current} share the name {stem!r}; "
+                    "rename one of them"
+                )
+            continue
+        origins[stem] = current
+        sources[stem] = current.read_text(encoding="utf-8")
+        for name in sorted(_imported_names(sources[stem])):
+            for folder in (current.parent, BUILTIN_CODECS_DIR):
+                sibling = folder / f"{name}.py"
+                if sibling.is_file():
+                    pending.append(sibling.resolve())
+                    break
 
 
 def load_bundle(sources: dict[str, str], names: Sequence[str], folder: Path) -> list[type[Codec]]:

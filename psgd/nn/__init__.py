@@ -1,4 +1,6 @@
-"""A small numpy MLP: layers, activations, losses, per-array optimizers and ``.npz`` models.
+"""Numpy models: layers (dense, convolution, pooling, dropout), activations, losses, the
+learner interface users implement to bring their own model, built-in models by name,
+per-array optimizers and ``.npz`` model files.
 
 >>> model = build_mlp([784, 128, 10], rng=np.random.default_rng(0))  # doctest: +SKIP
 >>> loss = model.loss_and_grads(x, y)                                 # fills var.grad
@@ -13,14 +15,16 @@ May import: the contract (``psgd.errors``) and numpy only.
 import numpy as np
 
 from psgd.nn.activations import ReLU, Sigmoid, Softmax, Tanh
+from psgd.nn.conv import Conv2D, MaxPool2D
 from psgd.nn.layers import Dense, Layer, Variable
-from psgd.nn.losses import MSE, Loss, SoftmaxCrossEntropy
+from psgd.nn.learner import Learner
+from psgd.nn.losses import LOSSES, MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy, make_loss
 from psgd.nn.mixture import MixtureMLP
-from psgd.nn.model import Sequential, build_mlp, load_model, save_model
+from psgd.nn.model import Sequential, build_mlp
+from psgd.nn.model_io import init_weights, load_model, load_weights, save_model
 from psgd.nn.optimizers import OPTIMIZERS, Optimizer, make_optimizer
-
-#: What a node trains: one MLP, or FedEM's mixture of MLPs.
-Learner = Sequential | MixtureMLP
+from psgd.nn.shaping import Dropout, Flatten, Reshape
+from psgd.nn.zoo import MODELS, build_model
 
 
 def build_learner(
@@ -33,6 +37,18 @@ def build_learner(
 
 
 __all__ = [
+    "LOSSES",
+    "MODELS",
+    "BinaryCrossEntropy",
+    "Conv2D",
+    "Dropout",
+    "Flatten",
+    "MaxPool2D",
+    "Reshape",
+    "build_model",
+    "init_weights",
+    "load_weights",
+    "make_loss",
     "MSE",
     "OPTIMIZERS",
     "Learner",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from psgd.errors import ConfigError
+from psgd.errors import ConfigError, ModelError
 
 INITS = ("he", "glorot")
 _MAX_BUFFERS = 16  # a few batch shapes (train, eval, a last partial batch) per layer
@@ -65,16 +65,37 @@ class Variable:
 
 
 class Layer:
-    """Base class of all layers: a differentiable map from ``(n, d_in)`` to ``(n, d_out)``.
+    """Base class of all layers: a differentiable map from ``(n, *in_shape)`` to
+    ``(n, *out_shape)`` (``(n, d)`` for dense layers, ``(n, height, width, channels)`` for
+    image layers).
 
-    Subclasses implement `forward` and `backward`. The arrays they return are buffers owned
-    by the layer and overwritten by the next call with the same batch shape.
+    Subclasses implement `forward` and `backward`, and `out_shape` when they change the shape
+    of a sample. The arrays they return are buffers owned by the layer and overwritten by the
+    next call with the same batch shape.
+
+    Attributes
+    ----------
+    training : bool
+        False while a model evaluates (``Dropout`` then passes its input through).
     """
 
     name: str = "layer"
 
     def __init__(self) -> None:
         self._buffers = Buffers()
+        self.training = True
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one output sample for an input sample of shape `in_shape`.
+
+        Raises ``ModelError`` when this layer cannot take such an input.
+        """
+        return in_shape
+
+    def rename(self, prefix: str) -> None:
+        """Set the prefix of the variable names (``"<prefix>.W"``); `Sequential` numbers them."""
+        for var in self.variables:
+            var.name = f"{prefix}.{var.name.rpartition('.')[2]}"
 
     @property
     def variables(self) -> list[Variable]:
@@ -159,10 +180,6 @@ class Dense(Layer):
         self.b = Variable(f"{name}.b", np.zeros(n_out, dtype))
         self._x: np.ndarray | None = None
 
-    def rename(self, name: str) -> None:
-        """Set the prefix of the variable names (`Sequential` numbers its Dense layers)."""
-        self.W.name, self.b.name = f"{name}.W", f"{name}.b"
-
     @property
     def variables(self) -> list[Variable]:
         return [self.W, self.b]
@@ -170,6 +187,11 @@ class Dense(Layer):
     @property
     def dtype(self) -> np.dtype:
         return self.W.value.dtype
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if in_shape != (self.n_in,):
+            raise ModelError(f"{self!r} takes {self.n_in} features per sample, got {in_shape}")
+        return (self.n_out,)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``(n, n_in) -> (n, n_out)``; ``x`` is converted to the layer's dtype if needed."""

@@ -1,25 +1,20 @@
-"""`Sequential` models, the `build_mlp` factory and pickle-free ``.npz`` save/load."""
+"""`Sequential` models and the `build_mlp` factory (model files: ``psgd.nn.model_io``)."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from psgd.errors import ConfigError, ModelError
-from psgd.nn.activations import ACTIVATIONS, Softmax
+from psgd.nn.activations import ACTIVATIONS
 from psgd.nn.layers import Dense, Layer, Variable
-from psgd.nn.losses import LOSSES, Loss, SoftmaxCrossEntropy, make_loss
+from psgd.nn.losses import Loss, SoftmaxCrossEntropy
+from psgd.nn.shaping import Reshape
 
-FORMAT = "psgd.nn/1"
-ARCH_KEY = "__architecture__"
 DTYPES = ("float32", "float64")
-LAYERS: dict[str, type[Layer]] = {"dense": Dense, "softmax": Softmax, **ACTIVATIONS}
 
 
 class Sequential:
@@ -28,42 +23,60 @@ class Sequential:
     Parameters
     ----------
     layers : sequence of Layer
-        Applied in order; at least one `Dense`, consecutive Dense widths must chain.
+        Applied in order; at least one layer with variables. Each layer's sample shape must
+        fit the next (checked with ``Layer.out_shape``).
     loss : Loss, optional
         Defaults to `SoftmaxCrossEntropy` (the last layer then outputs logits).
+    input_size : int, optional
+        Features per input row; taken from the first layer (a `Dense` or a ``Reshape``) if
+        not given.
 
     Attributes
     ----------
     variables : list of Variable
-        Trainable variables in layer order: ``dense0.W, dense0.b, dense1.W, ...``.
+        Trainable variables in layer order, named after their layer kind and its index among
+        layers of that kind: ``conv0.W, conv0.b, ..., dense0.W, dense0.b, ...``.
     layer_sizes : list of int
         Input width followed by the output width of every Dense layer.
     activation : str
         Name of the hidden activation (``"linear"`` if none, names joined by "," if several).
     dtype : np.dtype
         Dtype of every parameter; inputs are converted to it.
+    eval_batch : int
+        Rows per forward pass in `evaluate` (smaller for convolutional models, whose im2col
+        buffers grow with it).
 
     Notes
     -----
+    Inputs are always flat ``(n, input_size)`` rows (image models start with a ``Reshape``).
     Layers reuse buffers per batch shape, so a model is not safe to share between threads.
     """
 
-    def __init__(self, layers: Sequence[Layer], loss: Loss | None = None) -> None:
+    def __init__(
+        self, layers: Sequence[Layer], loss: Loss | None = None, input_size: int | None = None
+    ) -> None:
         self.layers = list(layers)
         self.loss = SoftmaxCrossEntropy() if loss is None else loss
-        dense = _check_layers(self.layers)
-        for i, d in enumerate(dense):
-            d.rename(f"dense{i}")
-        self.dtype: np.dtype = dense[0].dtype
-        self.layer_sizes: list[int] = [dense[0].n_in] + [d.n_out for d in dense]
-        hidden = self.layers[: self.layers.index(dense[-1])]
-        names = list(dict.fromkeys(layer.name for layer in hidden if not isinstance(layer, Dense)))
-        self.activation: str = ",".join(names) or "linear"
+        self.input_size = _check_layers(self.layers, input_size)
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            if layer.variables:
+                layer.rename(f"{layer.name}{counts.get(layer.name, 0)}")
+                counts[layer.name] = counts.get(layer.name, 0) + 1
         self.variables: list[Variable] = [v for layer in self.layers for v in layer.variables]
+        self.dtype: np.dtype = self.variables[0].value.dtype
+        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        self.layer_sizes: list[int] = [self.input_size] + [d.n_out for d in dense]
+        last = max(i for i, layer in enumerate(self.layers) if layer.variables)
+        names = [layer.name for layer in self.layers[:last] if layer.name in ACTIVATIONS]
+        self.activation: str = ",".join(dict.fromkeys(names)) or "linear"
+        self.eval_batch = 1000
         # backward computes an input gradient only if some earlier layer has variables
         self._need_dx = [
             any(layer.variables for layer in self.layers[:i]) for i in range(len(self.layers))
         ]
+        self._modal = [layer for layer in self.layers if layer.name == "dropout"]
+        self._training = True
 
     def parameters(self) -> list[Variable]:
         """The trainable variables (same list as `variables`)."""
@@ -86,14 +99,14 @@ class Sequential:
             ``(n,)`` integer labels for `SoftmaxCrossEntropy`, ``(n, layer_sizes[-1])`` targets
             for `MSE`.
         """
-        out = self._forward(self._check_input(x))
+        out = self._forward(self._check_input(x), training=True)
         loss, grad_out = self.loss.value_and_grad(out, np.asarray(y))
         self.backward(grad_out)
         return loss
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Forward pass keeping what ``backward`` needs; the output is a reused buffer."""
-        return self._forward(self._check_input(x))
+        return self._forward(self._check_input(x), training=True)
 
     def backward(self, grad_out: np.ndarray) -> None:
         """Fill every ``var.grad`` from the gradient of a loss w.r.t. the last ``forward``."""
@@ -104,17 +117,20 @@ class Sequential:
                 break
             grad = layers[i].backward(grad, need_dx[i])
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
+    def evaluate(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None
+    ) -> tuple[float, float]:
         """Mean loss and accuracy over a whole data set, without gradients.
 
-        Accuracy compares the argmax of the output with `y` (labels) or with the argmax of `y`
-        (targets, shape ``(n, k)``).
+        Accuracy compares the loss's prediction (``Loss.predict``: the argmax, or a threshold
+        for one sigmoid output) with `y` (labels) or with the argmax of `y` (targets).
 
         Returns
         -------
         (loss, accuracy) : tuple of float
         """
         x, y = self._check_input(x), np.asarray(y)
+        batch_size = self.eval_batch if batch_size is None else batch_size
         n = x.shape[0]
         if n == 0 or y.shape[:1] != (n,):
             raise ValueError(
@@ -128,7 +144,7 @@ class Sequential:
             yb = y[start : start + batch_size]
             total += self.loss.value(out, yb) * yb.shape[0]
             labels = yb if yb.ndim == 1 else yb.argmax(axis=1)
-            correct += int(np.count_nonzero(out.argmax(axis=1) == labels))
+            correct += int(np.count_nonzero(self.loss.predict(out) == labels))
         return total / n, correct / n
 
     def get_weights(self) -> list[np.ndarray]:
@@ -163,11 +179,15 @@ class Sequential:
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.layer_sizes[0]:
-            raise ValueError(f"expected inputs of shape (n, {self.layer_sizes[0]}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise ValueError(f"expected inputs of shape (n, {self.input_size}), got {x.shape}")
         return x
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if training != self._training and self._modal:
+            for layer in self._modal:
+                layer.training = training
+        self._training = training
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         for layer in self.layers:
@@ -175,22 +195,46 @@ class Sequential:
         return x
 
 
-def _check_layers(layers: list[Layer]) -> list[Dense]:
-    """The Dense layers of `layers`, after checking that they form a valid stack."""
+def _check_layers(layers: list[Layer], input_size: int | None) -> int:
+    """The input width of `layers`, after checking that their shapes chain."""
     for layer in layers:
         if not isinstance(layer, Layer):
             raise ModelError(f"Sequential: expected Layer instances, got {layer!r}")
     if len({id(layer) for layer in layers}) != len(layers):
         raise ModelError("Sequential: the same layer instance appears twice")
-    dense = [layer for layer in layers if isinstance(layer, Dense)]
-    if not dense:
-        raise ModelError("Sequential: needs at least one Dense layer")
-    for a, b in pairwise(dense):
-        if a.n_out != b.n_in:
-            raise ModelError(f"Sequential: {a!r} outputs {a.n_out} values but {b!r} takes {b.n_in}")
-    if len({d.dtype for d in dense}) > 1:
-        raise ModelError(f"Sequential: Dense layers mix dtypes {[d.dtype.name for d in dense]}")
-    return dense
+    trained = [v for layer in layers for v in layer.variables]
+    if not trained:
+        raise ModelError("Sequential: needs at least one layer with variables (Dense, Conv2D)")
+    if len({v.value.dtype for v in trained}) > 1:
+        raise ModelError(
+            f"Sequential: layers mix dtypes {sorted({v.value.dtype.name for v in trained})}"
+        )
+    if input_size is None:
+        input_size = _input_size(layers)
+    shape: tuple[int, ...] = (input_size,)
+    previous = "the input"
+    for layer in layers:
+        try:
+            shape = layer.out_shape(shape)
+        except ModelError as exc:
+            what = f"{shape[0]} values" if len(shape) == 1 else f"samples of shape {shape}"
+            raise ModelError(f"Sequential: {previous} outputs {what} but {exc}") from None
+        previous = repr(layer)
+    if len(shape) != 1:
+        raise ModelError(f"Sequential: the last layer outputs samples of shape {shape}, not rows")
+    return input_size
+
+
+def _input_size(layers: list[Layer]) -> int:
+    """The width the first shape-fixing layer takes (elementwise layers come before it)."""
+    for layer in layers:
+        if isinstance(layer, Dense):
+            return layer.n_in
+        if isinstance(layer, Reshape):
+            return layer.size
+        if type(layer).out_shape is not Layer.out_shape:
+            break
+    raise ModelError(f"Sequential: give input_size (the first layer is {layers[0]!r})")
 
 
 def build_mlp(
@@ -235,136 +279,6 @@ def build_mlp(
     model = Sequential(layers, loss)
     model.activation = activation
     return model
-
-
-def save_model(model: Sequential, path: str | os.PathLike[str]) -> None:
-    """Write `model` to `path` (exactly that name) as an ``.npz`` with no pickled objects.
-
-    Each variable is stored under its name; the architecture (layers, layer sizes,
-    activation, dtype, loss name) is a JSON string in the uint8 array ``__architecture__``.
-    The file is written to a temporary name and then renamed, so readers never see half a file.
-    """
-    path = os.fspath(path)
-    for layer in model.layers:
-        if LAYERS.get(layer.name) is not type(layer):
-            raise ModelError(
-                f"save_model: cannot save layer {layer!r} (known: {', '.join(LAYERS)})"
-            )
-    if LOSSES.get(model.loss.name) is not type(model.loss):
-        raise ModelError(f"save_model: cannot save loss {model.loss!r}")
-    spec = {
-        "format": FORMAT,
-        "layer_sizes": model.layer_sizes,
-        "activation": model.activation,
-        "dtype": model.dtype.name,
-        "loss": model.loss.name,
-        "layers": [layer.spec() for layer in model.layers],
-    }
-    arrays: dict[str, Any] = {v.name: v.value for v in model.variables}
-    arrays[ARCH_KEY] = np.frombuffer(json.dumps(spec).encode(), np.uint8)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise ModelError(f"{path}: cannot write model: {exc}") from exc
-
-
-def load_model(path: str | os.PathLike[str]) -> Sequential:
-    """Read a model written by `save_model`.
-
-    Raises
-    ------
-    ModelError
-        Missing or unreadable file, or content that is not a valid model; the message names
-        the file and what is wrong.
-    """
-    path = os.fspath(path)
-    arrays = _read_npz(path)
-    try:
-        model = _model_from_spec(_read_spec(arrays.pop(ARCH_KEY, None)), arrays)
-        names = [v.name for v in model.variables]
-        extra = sorted(set(arrays) - set(names))
-        missing = [name for name in names if name not in arrays]
-        if missing or extra:
-            raise ModelError(
-                f"arrays do not match the architecture: missing {missing}, extra {extra}"
-            )
-        model.set_weights([arrays[name] for name in names])
-    except (ModelError, ConfigError) as exc:
-        raise ModelError(f"{path}: {exc}") from None
-    return model
-
-
-def _read_npz(path: str) -> dict[str, np.ndarray]:
-    if not os.path.isfile(path):
-        raise ModelError(f"{path}: no such model file")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ModelError(f"{path}: a single .npy array, not a model .npz archive")
-        with data:
-            return {name: data[name] for name in data.files}
-    except ModelError:
-        raise
-    except Exception as exc:  # zipfile, zlib, numpy header and OS errors: all mean "corrupt"
-        raise ModelError(
-            f"{path}: not a readable model .npz ({type(exc).__name__}: {exc})"
-        ) from None
-
-
-def _read_spec(raw: np.ndarray | None) -> dict[str, Any]:
-    if raw is None:
-        raise ModelError(f"no {ARCH_KEY!r} array: not a psgd model file")
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ModelError(f"{ARCH_KEY!r} must be a 1-d uint8 array, got {raw.shape} {raw.dtype}")
-    try:
-        spec = json.loads(raw.tobytes().decode())
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ModelError(f"architecture is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise ModelError(f"architecture format is not {FORMAT!r}")
-    return spec
-
-
-def _model_from_spec(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sequential:
-    dtype, loss, layer_specs = spec.get("dtype"), spec.get("loss"), spec.get("layers")
-    if dtype not in DTYPES:
-        raise ModelError(f"architecture dtype {dtype!r} is not one of {DTYPES}")
-    if not isinstance(loss, str):
-        raise ModelError(f"architecture loss {loss!r} is not a name")
-    if not isinstance(layer_specs, list):
-        raise ModelError("architecture has no 'layers' list")
-    layers: list[Layer] = []
-    for s in layer_specs:
-        kind = s.get("type") if isinstance(s, dict) else None
-        if not isinstance(kind, str) or kind not in LAYERS:
-            raise ModelError(f"architecture: unknown layer {s!r} (known: {', '.join(LAYERS)})")
-        if kind == "dense":
-            n_dense = sum(isinstance(layer, Dense) for layer in layers)
-            layers.append(_dense_from_spec(s, arrays.get(f"dense{n_dense}.W"), np.dtype(dtype)))
-        else:
-            layers.append(LAYERS[kind]())
-    model = Sequential(layers, make_loss(loss))
-    if spec.get("layer_sizes") != model.layer_sizes:
-        raise ModelError(f"architecture: layer_sizes {spec.get('layer_sizes')} do not match layers")
-    if isinstance(spec.get("activation"), str):
-        model.activation = spec["activation"]
-    return model
-
-
-def _dense_from_spec(spec: dict[str, Any], W: np.ndarray | None, dtype: np.dtype) -> Dense:
-    n_in, n_out = spec.get("n_in"), spec.get("n_out")
-    if not (isinstance(n_in, int) and isinstance(n_out, int) and n_in > 0 and n_out > 0):
-        raise ModelError(f"architecture: bad dense layer {spec!r}")
-    # compare with the stored weights before allocating, so a forged size cannot exhaust memory
-    if W is None or W.shape != (n_in, n_out):
-        stored = "none" if W is None else W.shape
-        raise ModelError(f"architecture: dense layer {n_in}x{n_out}, stored weights {stored}")
-    return Dense(n_in, n_out, rng=np.random.default_rng(0), dtype=dtype)
 
 
 def _float_dtype(dtype: DTypeLike) -> np.dtype:

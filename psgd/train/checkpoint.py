@@ -72,8 +72,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         for b, block in enumerate(blocks):
             for k, item in enumerate(block):
                 arrays[f"o{layer}_{b}_{k}"] = np.asarray(item)
+    extra = list(state.get("state") or [])  # a learner's own state (get_state), if any
+    for i, item in enumerate(extra):
+        arrays[f"s{i}"] = np.asarray(item)
     meta = {"epoch": int(state["epoch"]), "layers": len(state["weights"]), "optimizers": shape,
-            "report": state["report"]}  # fmt: skip
+            "report": state["report"], "state": len(extra)}  # fmt: skip
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
@@ -91,10 +94,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
                  for b, count in enumerate(blocks)]
                 for layer, blocks in enumerate(meta["optimizers"])
             ]  # fmt: skip
+            extra = [data[f"s{i}"].copy() for i in range(int(meta.get("state", 0)))]
     except (OSError, KeyError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable psgd checkpoint ({exc})") from None
     return {"epoch": meta["epoch"], "weights": weights, "optimizers": optimizers,
-            "report": meta["report"]}  # fmt: skip
+            "report": meta["report"], "state": extra}  # fmt: skip
 
 
 def latest_common_epoch(folder: Path, node_count: int) -> dict[int, dict[str, Any]]:

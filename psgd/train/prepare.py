@@ -12,11 +12,11 @@ import numpy as np
 
 from psgd.algorithms.attacks import Attack, parse_attacks
 from psgd.codec import Codec, Parameter_Server
-from psgd.data import Dataset, load_dataset, partition
-from psgd.errors import ConfigError
+from psgd.data import Dataset, load_dataset, natural_partition, partition
+from psgd.errors import ConfigError, ModelError
 from psgd.job import JobSpec
 from psgd.loader import forget_codec_modules, resolve_codec
-from psgd.nn import Learner, build_learner, make_optimizer
+from psgd.nn import Learner, build_model, init_weights, make_optimizer
 from psgd.settings import GlobalSettings
 from psgd.train.trainer import TrainerConfig, per_block_batch, steps_per_epoch
 
@@ -38,6 +38,8 @@ class PreparedJob:
     attacks: dict[int, Attack] = field(default_factory=dict)
     #: ``--eval clients``: each client's held-out rows of the training set (not trained on).
     client_test_indices: list[np.ndarray] | None = None
+    #: Where a user model's builder file is looked up (relative paths, ``./models/``).
+    cwd: Path | None = None
 
     def client_train_indices(self) -> list[np.ndarray]:
         """Each node's training rows: the union of the blocks it holds."""
@@ -48,12 +50,14 @@ class PreparedJob:
 
     def build_model(self) -> Learner:
         """A fresh model holding the job's initial weights."""
-        spec = self.spec
-        model = build_learner(
-            spec.model, spec.activation, spec.components, np.random.default_rng(0)
-        )
+        model = make_model(self.spec, self.dataset, np.random.default_rng(0), self.cwd)
         model.set_weights(self.initial_weights)
         return model
+
+    @property
+    def model_dims(self) -> tuple[int, int]:
+        """``(features, classes)`` the model is built for."""
+        return self.dataset.n_features, self.dataset.n_classes
 
     def node_blocks(self, node_id: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """``{block_id: (x, y)}`` for every block node ``node_id`` holds."""
@@ -73,17 +77,36 @@ class PreparedJob:
         return attack if attack is not None and not attack.on_data else None
 
 
-def _check_model(spec: JobSpec, dataset: Dataset) -> None:
-    if spec.model[0] != dataset.n_features:
+def make_model(
+    spec: JobSpec, dataset: Dataset, rng: np.random.Generator, cwd: Path | None = None
+) -> Learner:
+    """The learner ``spec.model`` names, for ``dataset`` (weights drawn from ``rng``)."""
+    return build_model(
+        spec.model, dataset.n_features, dataset.n_classes, rng, loss=spec.loss,
+        activation=spec.activation, components=spec.components, cwd=cwd,
+    )  # fmt: skip
+
+
+def _initial_model(spec: JobSpec, dataset: Dataset, rng: np.random.Generator,
+                   cwd: Path | None) -> Learner:  # fmt: skip
+    """The job's initial model: built, ``--init`` loaded, tried on two test rows."""
+    model = make_model(spec, dataset, rng, cwd)
+    if spec.init is not None:
+        if spec.components > 1:
+            raise ConfigError("--init: not with --components > 1 (a mixture's parts would match)")
+        try:
+            init_weights(model, Path(spec.init) if cwd is None else cwd / spec.init)
+        except ModelError as exc:
+            raise ConfigError(f"--init {exc}") from None
+    try:
+        model.evaluate(dataset.x_test[:2], dataset.y_test[:2])
+    except Exception as exc:
         raise ConfigError(
-            f"--model: first layer has {spec.model[0]} inputs but dataset {dataset.name!r} "
-            f"has {dataset.n_features} features"
-        )
-    if spec.model[-1] < dataset.n_classes:
-        raise ConfigError(
-            f"--model: last layer has {spec.model[-1]} outputs but dataset {dataset.name!r} "
-            f"has {dataset.n_classes} classes"
-        )
+            f"--model {spec.model}: cannot evaluate dataset {dataset.name!r} "
+            f"({dataset.n_features} features, {dataset.n_classes} classes): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    return model
 
 
 def _try_codecs(
@@ -113,20 +136,23 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     so codec class bodies reading ``GlobalSettings.get_params`` see this job's values.
     """
     settings = GlobalSettings.for_job(spec)
-    GlobalSettings.set_default(settings)
+    dataset = load_dataset(spec.dataset)
+    if spec.train_samples or spec.test_samples:
+        dataset = dataset.subset(spec.train_samples, spec.test_samples)
+    rng = np.random.default_rng(spec.seed)
+    model = _initial_model(spec, dataset, rng, cwd)
+    spec.model_variables = len(model.variables)
+    GlobalSettings.set_default(settings)  # before any codec module runs
     forget_codec_modules()
     codec_classes = [resolve_codec(name, cwd) for name in spec.codec_names()]
     ps_names = spec.ps_codec_names()
     ps_classes = [resolve_codec(name, cwd) for name in ps_names] if ps_names else None
-    dataset = load_dataset(spec.dataset)
-    if spec.train_samples or spec.test_samples:
-        dataset = dataset.subset(spec.train_samples, spec.test_samples)
-    _check_model(spec, dataset)
-    rng = np.random.default_rng(spec.seed)
-    model = build_learner(spec.model, spec.activation, spec.components, rng)
-    blocks = partition(
-        dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
-    )
+    if spec.partition == "natural":
+        blocks = natural_partition(dataset.groups, settings.block_count, dataset.name)
+    else:
+        blocks = partition(
+            dataset.y_train, settings.block_count, spec.partition, rng=rng, **spec.partition_args
+        )
     held_out = None
     if spec.eval == "clients":
         blocks, held_out = hold_out(blocks, spec.client_test_fraction, spec.seed)
@@ -152,7 +178,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     attacks = parse_attacks(spec.attacks, spec.node_count)
     job = PreparedJob(
         spec, settings, dataset, codec_classes, ps_classes, model.get_weights(), blocks, config,
-        attacks, held_out,
+        attacks, held_out, cwd,
     )  # fmt: skip
     _check_rounds(job)
     return job

@@ -21,6 +21,7 @@ from psgd.settings import GlobalSettings
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.inprocess import InProcessNetwork
 from psgd.train.prepare import PreparedJob
+from psgd.train.server_model import server_weights
 from psgd.train.sync import CodecSet, serve
 from psgd.train.trainer import Trainer
 
@@ -120,6 +121,7 @@ def simulate(
                     fail(f"node {node_id}", exc)
 
     ps_bytes = [0]
+    server_model: list[Any] = []
 
     def run_server() -> None:
         assert job.ps_classes is not None
@@ -128,6 +130,7 @@ def simulate(
             codecs = CodecSet(Parameter_Server, job.ps_classes, channel, job.initial_weights)
             try:
                 serve(codecs, countdown.done)
+                server_model.extend(server_weights(codecs) or [])
             finally:
                 codecs.dispose()
         except BaseException as exc:
@@ -140,6 +143,8 @@ def simulate(
     ordered = [reports[n] for n in nodes if n in reports]
     error = errors[0] if errors else None
     weights = {node: model.get_weights() for node, model in models.items()}
+    if server_model:
+        weights[Parameter_Server] = server_model
     ps_sent = ps_bytes[0] if job.ps_classes else None
     first_diverged = bool(diverged) and diverged[0]
     return RunResult(ordered, ps_sent, wall, error, weights, diverged=first_diverged)

@@ -188,9 +188,11 @@ class Trainer:
     def checkpoint(self, epoch: int) -> dict[str, Any]:
         """The node's state after ``epoch`` (see ``psgd.train.checkpoint``)."""
         report = self.report
+        get_state = getattr(self.model, "get_state", None)
         return {
             "epoch": epoch,
             "weights": self.model.get_weights(),
+            "state": list(get_state()) if callable(get_state) else [],
             "optimizers": [
                 [layer[b].get_state() for b in self.block_ids] for layer in self.optimizers
             ],
@@ -204,6 +206,9 @@ class Trainer:
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint: weights, optimizer states, progress and records."""
         self.model.set_weights(list(state["weights"]))
+        set_state = getattr(self.model, "set_state", None)
+        if state.get("state") and callable(set_state):
+            set_state(list(state["state"]))
         for layer, blocks in zip(self.optimizers, state["optimizers"], strict=True):
             for block_id, block_state in zip(self.block_ids, blocks, strict=True):
                 layer[block_id].set_state(list(block_state))
