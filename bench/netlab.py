@@ -1,14 +1,33 @@
-"""Test "hosts" as Linux network namespaces joined by a bridge in the root namespace.
+"""Hosts as Linux network namespaces on a bridge, their links shaped with ``tc``.
 
 Each host gets a namespace, a veth pair (one end on the bridge, the other inside the namespace)
 and an address in a private ``10.231.X.0/24``; the root namespace holds ``10.231.X.1`` on the
-bridge, so a submitter run from here reaches every host. Names carry a random suffix so
-parallel runs never collide; ``Lab.close`` removes everything it made, whatever happened.
+bridge, so a submitter run from here reaches every host. Names carry a tag (random unless
+given) so parallel labs never collide; ``Lab.close`` removes everything it made.
+
+A host's link can be shaped (``Lab.add_host(shape=...)`` or ``Lab.shape``): bandwidth with a
+``tbf`` qdisc on both ends of its veth (the inside end's egress is the host's uplink, the
+bridge end's its downlink), so a message between two hosts crosses the sender's link up and
+the receiver's link down, as ``psgd.train.vclock`` models it. Latency and loss need the
+``netem`` qdisc (then ``netem`` is the root and ``tbf`` its child); kernels built without it
+(``CONFIG_NET_SCH_NETEM``) get ``NetemUnavailable``, which says so, rather than a silent
+unshaped link. Rates and delays use ``psgd.link_spec``'s syntax (``100mbit``, ``10ms``).
+
+Used by the multi-host tests (``tests/e2e/netns.py`` re-exports it), the shaped-link bench, and
+from a root shell on Linux::
+
+    python bench/netlab.py up --hosts 3 --rate 100mbit [--delay 10ms --loss 0.1] \
+        [--tag lab] [--workers-json worker.json]
+    ip netns exec psgd-lab-h1 psgd-worker --bind 10.231.X.11 --insecure   # one per host
+    python bench/netlab.py show --tag lab
+    python bench/netlab.py down --tag lab
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import queue
 import random
@@ -16,11 +35,34 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Daemon", "Host", "Lab", "NetnsUnavailable"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # netshape, when imported from tests
+
+from netshape import (  # noqa: E402
+    TCP_PAYLOAD_SHARE,
+    NetemUnavailable,
+    Shape,
+    apply_shape,
+    netem_available,
+    time_transfer,
+)
+
+__all__ = [
+    "Daemon",
+    "Host",
+    "Lab",
+    "NetemUnavailable",
+    "NetnsUnavailable",
+    "Shape",
+    "TCP_PAYLOAD_SHARE",
+    "netem_available",
+    "remove_lab",
+    "time_transfer",
+]
 
 IP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
@@ -66,10 +108,13 @@ def _free_subnet() -> str:
 
 @dataclass
 class Host:
-    """One namespace and its address on the lab's bridge."""
+    """One namespace, its address on the lab's bridge and the two ends of its veth."""
 
     namespace: str
     address: str
+    inside: str = ""
+    outside: str = ""
+    shape: Shape = field(default_factory=Shape)
 
 
 @dataclass
@@ -98,12 +143,14 @@ class Daemon:
 class Lab:
     """A bridge, namespaces on it and the processes run in them; ``close()`` undoes it all."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str | None = None) -> None:
         if os.geteuid() != 0:
             raise NetnsUnavailable("network namespaces need root")
         if shutil.which("ip") is None:
             raise NetnsUnavailable("the 'ip' command (iproute2) is not installed")
-        self.tag = secrets.token_hex(3)
+        if tag is not None and not re.fullmatch(r"[a-z0-9]{1,8}", tag):
+            raise ValueError(f"lab tag {tag!r}: expected 1 to 8 lowercase letters or digits")
+        self.tag = tag or secrets.token_hex(3)
         self.subnet = ""
         self.bridge = f"psb{self.tag}"
         self.hosts: list[Host] = []
@@ -133,8 +180,8 @@ class Lab:
             _ip("addr", "del", f"{subnet}.1/24", "dev", self.bridge)
         raise NetnsUnavailable(f"no free 10.231.X.0/24 after {SUBNET_ATTEMPTS} attempts")
 
-    def add_host(self) -> Host:
-        """A new namespace with ``lo`` up and one address on the bridge."""
+    def add_host(self, shape: Shape | None = None) -> Host:
+        """A new namespace with ``lo`` up and one address on the bridge; its link shaped so."""
         index = len(self.hosts) + 1
         namespace = f"psgd-{self.tag}-h{index}"
         outside, inside = f"pv{self.tag}h{index}", f"pn{self.tag}h{index}"
@@ -152,9 +199,26 @@ class Lab:
             _ip("-n", namespace, "link", "set", "lo", "up")
         except (OSError, subprocess.SubprocessError) as exc:
             raise NetnsUnavailable(f"cannot set up namespace {namespace}: {_why(exc)}") from None
-        host = Host(namespace, address)
+        host = Host(namespace, address, inside, outside)
         self.hosts.append(host)
+        if shape is not None:
+            self.shape(host, shape)
         return host
+
+    def shape(self, host: Host, shape: Shape) -> None:
+        """Shape ``host``'s link both ways: its uplink (the inside end) and downlink (the bridge's).
+
+        Raises ``NetemUnavailable`` for latency or loss on a kernel without netem, and
+        ``NetnsUnavailable`` if ``tc`` is missing or refuses.
+        """
+        if shutil.which("tc") is None:
+            raise NetnsUnavailable("the 'tc' command (iproute2) is not installed")
+        try:
+            apply_shape(host.inside, shape, host.namespace)
+            apply_shape(host.outside, shape)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise NetnsUnavailable(f"cannot shape {host.namespace}'s link: {_why(exc)}") from None
+        host.shape = shape
 
     def start(
         self,
@@ -230,7 +294,108 @@ class Lab:
         return re.findall(rf"\S*{self.tag}\S*", links + namespaces)
 
 
+def remove_lab(tag: str) -> list[str]:
+    """Delete the namespaces ``psgd-<tag>-h*`` and the bridge ``psb<tag>``; returns their names."""
+    listed = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, timeout=IP_TIMEOUT_S
+    ).stdout
+    removed = re.findall(rf"^(psgd-{re.escape(tag)}-h\d+)", listed, re.MULTILINE)
+    for namespace in removed:
+        _ip_quiet("netns", "del", namespace)
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=IP_TIMEOUT_S
+    ).stdout
+    for link in re.findall(rf"^\d+: ((?:psb|pv){re.escape(tag)}\w*)[@:]", links, re.MULTILINE):
+        _ip_quiet("link", "del", link)
+        removed.append(link)
+    return removed
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, subprocess.CalledProcessError):
         return f"{' '.join(exc.cmd)}: {(exc.stderr or '').strip() or f'exit {exc.returncode}'}"
     return str(exc)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _up(args: argparse.Namespace) -> int:
+    shape = Shape.parse(args.rate, args.delay, args.loss)
+    if shape.needs_netem and not netem_available():
+        print(f"netlab: {NetemUnavailable.__name__}: {_NETEM_HINT}", file=sys.stderr)
+        return 2
+    lab = Lab(args.tag)
+    try:
+        hosts = [lab.add_host(shape) for _ in range(args.hosts)]
+    except BaseException:
+        lab.close()
+        raise
+    print(f"lab {lab.tag}: bridge {lab.bridge}, {lab.subnet}.1 in the root namespace")
+    for host in hosts:
+        print(f"  {host.namespace}  {host.address}  link {host.shape}")
+    if args.workers_json:
+        listing = {"Worker": [f"{h.address}:{args.port}" for h in hosts]}
+        Path(args.workers_json).write_text(json.dumps(listing, indent=2) + "\n", encoding="utf-8")
+        print(f"  {args.workers_json}: {len(hosts)} workers on port {args.port}")
+    first = hosts[0]
+    print(f"start a daemon per host, e.g.:\n  ip netns exec {first.namespace} psgd-worker "
+          f"--bind {first.address} --port {args.port} --insecure")  # fmt: skip
+    print(f"remove it all: python bench/netlab.py down --tag {lab.tag}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    namespaces = re.findall(rf"^(psgd-{re.escape(args.tag)}-h\d+)", listed, re.MULTILINE)
+    if not namespaces:
+        print(f"no lab {args.tag!r}")
+        return 1
+    for namespace in namespaces:
+        outside = f"pv{args.tag}{namespace.rsplit('-', 1)[1]}"  # the bridge end: its downlink
+        shown = []
+        for where in (["ip", "netns", "exec", namespace], []):
+            command = [*where, "tc", "qdisc", "show"] + ([] if where else ["dev", outside])
+            shown += subprocess.run(command, capture_output=True, text=True).stdout.splitlines()
+        print(namespace)
+        print("".join(f"  {line}\n" for line in shown if "noqueue" not in line), end="")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    removed = remove_lab(args.tag)
+    print(f"removed {', '.join(removed)}" if removed else f"no lab {args.tag!r}")
+    return 0
+
+
+_NETEM_HINT = (
+    "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): --delay and --loss cannot be "
+    "emulated here; --rate (tbf) alone still works"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python bench/netlab.py up|show|down ...`` (as root)."""
+    parser = argparse.ArgumentParser(prog="netlab.py", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="make the hosts and shape their links")
+    up.add_argument("--hosts", type=int, default=3, help="namespaces to make (default 3)")
+    up.add_argument("--rate", default=None, help="bandwidth of each host's link, e.g. 100mbit")
+    up.add_argument("--delay", default=None, help="one-way delay per link, e.g. 10ms (netem)")
+    up.add_argument("--loss", type=float, default=0.0, help="loss per link in percent (netem)")
+    up.add_argument("--tag", default="lab", help="name of the lab (default lab)")
+    up.add_argument("--workers-json", default=None, help="also write a worker.json here")
+    up.add_argument("--port", type=int, default=15387, help="daemon port for worker.json")
+    for name, helptext in (("show", "print each host's qdiscs"), ("down", "remove the lab")):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("--tag", default="lab", help="name of the lab (default lab)")
+    args = parser.parse_args(argv)
+    try:
+        return {"up": _up, "show": _show, "down": _down}[args.command](args)
+    except (NetnsUnavailable, NetemUnavailable, ValueError) as exc:
+        print(f"netlab: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
