@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from psgd.link_spec import parse_duration, parse_rate
+from psgd.link_spec import TCP_PAYLOAD_SHARE, parse_duration, parse_rate
 
 __all__ = [
     "NetemUnavailable",
@@ -36,9 +36,6 @@ MIN_BURST_BYTES = 2 * 1514
 #: (TSQ lets a socket queue ~1 MB) are delayed rather than dropped.
 QUEUE_S = 0.25
 MIN_LIMIT_BYTES = 1 << 20
-#: Share of the bytes on a shaped Ethernet link that are TCP payload: 1448 of 1514 per full
-#: frame (IPv4 20 + TCP 20 + timestamps 12 + Ethernet 14 bytes of headers).
-TCP_PAYLOAD_SHARE = 1448 / 1514
 
 _UNKNOWN_QDISC = "qdisc kind is unknown"
 _NETEM_MISSING = (

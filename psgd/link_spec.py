@@ -30,6 +30,7 @@ from psgd.errors import ConfigError
 __all__ = [
     "DISTRIBUTIONS",
     "PS_KEY",
+    "TCP_PAYLOAD_SHARE",
     "Link",
     "check_device_speeds",
     "check_links",
@@ -44,6 +45,10 @@ __all__ = [
 PS_KEY = "ps"
 #: Distributions ``--device-speed`` draws worker speeds from.
 DISTRIBUTIONS = ("stragglers", "uniform", "lognormal")
+
+#: Share of the bytes on a shaped Ethernet link that are TCP payload: 1448 of 1514 per full
+#: frame (IPv4 20 + TCP 20 + timestamps 12 + Ethernet 14 bytes of headers).
+TCP_PAYLOAD_SHARE = 1448 / 1514
 
 _RATE_UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from psgd.cli.argv import ARGV, KeepsArgv, detach_argv, sigterm_as_interrupt
+from psgd.cli.link_options import link_options
 from psgd.cli.params import LayerSizes, ParamType
 from psgd.cli.round_options import round_options
 from psgd.cli.tools import retrieve
@@ -256,6 +257,7 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal"]
     "(job options come from its job.json; give --local/--workers/--simulate).",
 )
 @round_options
+@link_options
 @click.option("--job-id", "job_id", default=None, hidden=True)
 @click.pass_context
 def submit(ctx: click.Context, **options: Any) -> None:
