@@ -154,9 +154,9 @@ def _accuracy_panels(axes: Sequence[Axes], run: RunRecords) -> None:
         for style, points in curves:
             xs = [xs_of[panel](p) for p in points]
             drew |= _line(ax, xs, [p.accuracy for p in points], **style)
-        virtual = _virtual_curve(run) if panel == 2 else ([], [])
-        style: dict[str, Any] = {"color": "black", "linestyle": ":", "linewidth": 1.8}
-        emulated = _line(ax, *virtual, label="virtual clock", **style)
+        virtual_xs, virtual_ys = _virtual_curve(run) if panel == 2 else ([], [])
+        emulated = _line(ax, virtual_xs, virtual_ys, color="black", linestyle=":",
+                         linewidth=1.8, label="virtual clock")  # fmt: skip
         legend = (
             panel == 0 and len(curves) > 1 and any("label" in s for s, _ in curves)
         ) or emulated
