@@ -19,6 +19,8 @@ with accuracy within 1 point of Plain's. With ``--virtual`` it also runs each jo
 
 The machine's load average is printed before and after: other processes on a shared machine
 slow the daemons down (each needs a core), so compare ratios and rerun when figures spread.
+Each job's CPU seconds per daemon (``/proc/PID/stat``: user + system) are printed too: when
+they are far below the job's training time on unloaded links, the daemons waited for a core.
 
     sudo python bench/bench_shaped_links.py [--repeats 3] [--rate 100mbit] [--epochs 2] \\
         [--train-samples N] [--virtual] [--json results.json]
@@ -86,12 +88,27 @@ def _figures(summary: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
-def _run(spec: JobSpec, out: Path, target: Target) -> dict[str, float]:
+def _cpu_s(pids: list[int]) -> list[float]:
+    """User + system CPU seconds of each process so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = []
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used.append((int(fields[11]) + int(fields[12])) / ticks)
+    return used
+
+
+def _run(spec: JobSpec, out: Path, target: Target, pids: list[int]) -> dict[str, float]:
+    before = _cpu_s(pids)
     summary = run_job(spec, out, quiet=True, target=target)
-    return _figures(summary)
+    figures = _figures(summary)
+    if pids:
+        figures["daemon_cpu_s"] = max(a - b for a, b in zip(_cpu_s(pids), before, strict=True))
+    return figures
 
 
 def _start_lab(lab: Lab, shape: Shape, logs: Path) -> list[str]:
+    """Hosts shaped so, a daemon on each, the shaping checked; returns worker.json entries."""
     hosts = [lab.add_host(shape) for _ in range(HOSTS)]
     for host in hosts:
         log_dir = str(logs / host.namespace)
@@ -154,12 +171,14 @@ def main() -> int:
                 for name in names:
                     codec, params = CODECS[name]
                     out = folder / f"{name}-{repeat}"
-                    runs[name].append(_run(_spec(codec, params, args), out, target))
+                    pids = [d.process.pid for d in lab.daemons]
+                    runs[name].append(_run(_spec(codec, params, args), out, target, pids))
                     print(f"  repeat {repeat} {name}: {runs[name][-1]}", flush=True)
                     if args.virtual:
                         spec = _spec(codec, params, args)
                         spec.links = [args.rate]
-                        row = _run(spec, folder / f"{name}-{repeat}-sim", Target(simulate=True))
+                        sim = Target(simulate=True)
+                        row = _run(spec, folder / f"{name}-{repeat}-sim", sim, [])
                         virtual[name].append(row)
                         print(f"  repeat {repeat} {name} --simulate: {row}", flush=True)
         finally:
@@ -170,6 +189,9 @@ def main() -> int:
     print(f"medians of {args.repeats} repeats, {args.epochs} epochs, links {shape}:")
     for line in _ratio_rows(runs, "wall_s") + _ratio_rows(runs, "train_s"):
         print(line)
+    for name in names:
+        cpu = statistics.median(r["daemon_cpu_s"] for r in runs[name])
+        print(f"  {name:10s} CPU of the busiest daemon per job {cpu:7.2f} s")
     print(f"  {DOUBLE_BUFFERING}")
     if "topk1%+ef" in runs:
         ratio = statistics.median(r["wall_s"] for r in runs["topk1%+ef"]) / statistics.median(
