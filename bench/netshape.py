@@ -28,9 +28,13 @@ __all__ = [
 ]
 
 TC_TIMEOUT_S = 10.0
-#: tbf's bucket: at least two full frames, else this many seconds of the rate (a short burst
-#: keeps the shaping tight at the scale of one psgd message).
-BURST_S = 0.001
+#: tbf's bucket: this many seconds of the rate, at least two full frames. At 100 Mbit/s that is
+#: 70 kB, which holds a whole 64 kB GSO packet: with a smaller bucket tbf cuts every GSO packet
+#: into frames in software, which cost about 35 ms of CPU per MB sent on a 2-core VM (6 ms with
+#: this bucket; measured with ``time_transfer``), i.e. 40% of a core at 100 Mbit/s. The price:
+#: after an idle spell a message may run up to this long ahead of the rate (5% of a 1 MB one
+#: at 100 Mbit/s). Slower links get a proportionally smaller bucket (and cost less CPU anyway).
+BURST_S = 0.0056
 MIN_BURST_BYTES = 2 * 1514
 #: tbf's queue: this many seconds of the rate, at least ``MIN_LIMIT_BYTES``, so TCP's bursts
 #: (TSQ lets a socket queue ~1 MB) are delayed rather than dropped.
