@@ -18,6 +18,8 @@ a speed factor (0.2: five times slower than this machine).
   a message crossing two equal idle links takes ``w * 8 / rate``, not twice that). It arrives
   at ``max(downlink end, uplink end + latency_s) + latency_r``.
 - Receive: ``t[r] = max(t[r] + its CPU so far, arrival)``: waiting for a message is idle time.
+  Only for the node's own thread (the one that called ``start``): a message handled by a
+  background thread (the ASGD receiver) costs CPU but holds nobody up.
 
 Queueing: each link direction keeps its busy intervals and a new message takes the first gap
 long enough, so messages share a link in turn, and one sent "earlier" in virtual time but
@@ -26,7 +28,9 @@ later in real time (threads race) still finds the gap before the others.
 Approximations, said plainly: TCP's slow start, windows and ACK traffic are not modelled (the
 header share is); a node's threads are charged to one clock, as if it had one core (the
 ASGD receiver thread included); the order in which a node handles messages is the order they
-reach it in real time, and its clock is the latest arrival it handled.
+reach it in real time, and its clock is the latest arrival it handled; in ASGD a message is
+applied when it reaches the node in real time, not at its virtual arrival (staleness is
+the simulation's, not the emulated links').
 
 API (the in-process simulation uses it; a round scheduler can too)
 -------------------------------------------------------------------
@@ -34,7 +38,8 @@ API (the in-process simulation uses it; a round scheduler can too)
     ``links``: ``{node: Link}``, ``speeds``: ``{node: factor}`` for every node that sends or
     receives (``build_clock`` makes both from a ``JobSpec``'s ``links``/``device_speed``).
 ``clock.start(node)``
-    Begin metering the calling thread's CPU for ``node`` (call at the top of its thread).
+    Begin metering the calling thread's CPU for ``node``, and make it the thread that waits for
+    ``node``'s messages (call at the top of its thread).
 ``clock.charge(node)``
     Add the calling thread's CPU since its last charge, scaled, to ``t[node]``; returns it.
 ``clock.compute(node, seconds)``
@@ -120,6 +125,7 @@ class VirtualClock:
         self._up = {node: LinkQueue() for node in self.links}
         self._down = {node: LinkQueue() for node in self.links}
         self._marks: dict[tuple[int, int], float] = {}
+        self._waiters: dict[int, int] = {}
         self._lock = threading.Lock()
         self.messages = 0
 
@@ -133,6 +139,7 @@ class VirtualClock:
         """Meter the calling thread's CPU for ``node`` from now on."""
         with self._lock:
             self._marks[(node, threading.get_ident())] = time.thread_time()
+            self._waiters[node] = threading.get_ident()
 
     def _charge(self, node: int) -> None:
         key = (node, threading.get_ident())
@@ -186,10 +193,15 @@ class VirtualClock:
             return arrivals
 
     def receive(self, node: int, arrival: float) -> float:
-        """``node`` handles a message that arrives at ``arrival``: it waits for it if early."""
+        """``node`` handles a message that arrives at ``arrival``: it waits for it if early.
+
+        Called from a thread other than the one ``start`` named (a background receiver), it
+        only charges that thread's CPU.
+        """
         with self._lock:
             self._charge(node)
-            self._now[node] = max(self._now[node], arrival)
+            if self._waiters.get(node, threading.get_ident()) == threading.get_ident():
+                self._now[node] = max(self._now[node], arrival)
             return self._now[node]
 
     def _forget(self) -> None:

@@ -176,3 +176,24 @@ def test_link_options_are_checked_and_refused_off_simulate(tmp_path):
         submit, ["--local", "2", "--link", "10mbit", "--out", str(tmp_path / "r")]
     )
     assert result.exit_code == 2 and "bench/netlab.py" in result.output
+
+
+def test_a_slow_server_link_paces_a_parameter_server_job():
+    result = _job(codec="ps.GradientPSClient", ps_codec="ps.GradientPSServer",
+                  links=["ps=5mbit"])  # fmt: skip
+    assert result.error is None and result.ps_bytes_sent
+    # every step: the gradients come in through the server's link, then the replies go out
+    through = result.ps_bytes_sent + sum(r.bytes_sent for r in result.reports)
+    floor = through * 8 / TCP_PAYLOAD_SHARE / 5e6
+    finished = max(r.virtual_s or 0 for r in result.reports)
+    assert finished >= floor * 0.95  # the last reply may arrive after the last training step
+    assert finished <= floor + max(r.train_s for r in result.reports) + 1.0
+
+
+def test_asgd_runs_on_the_clock_without_waiting_for_peers():
+    result = _job(sync="asgd", links=["1mbit"])
+    assert result.error is None
+    for report in result.reports:  # nothing waits: compute only, far less than the bytes' time
+        assert report.virtual_train_s is not None
+        assert report.virtual_train_s < report.bytes_sent * 8 / 1e6 / 2
+        assert report.virtual_train_s <= report.train_s + 0.2
