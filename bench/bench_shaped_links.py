@@ -23,7 +23,11 @@ Each job's CPU seconds per daemon (``/proc/PID/stat``: user + system) are printe
 they are far below the job's training time on unloaded links, the daemons waited for a core.
 
     sudo python bench/bench_shaped_links.py [--repeats 3] [--rate 100mbit] [--epochs 2] \\
-        [--train-samples N] [--virtual] [--json results.json]
+        [--train-samples N] [--test-samples N] [--virtual] [--json results.json]
+
+The job (its data blocks and the whole test set) is shipped to each daemon over its shaped
+link: at 100 Mbit/s that is ~7 s of the wall time; below ~40 Mbit/s the submitter's liveness
+allowance for shipping (it assumes >= 100 Mbit/s) runs out, so give fewer ``--test-samples``.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def _env() -> dict[str, str]:
 def _spec(codec: str, params: dict[str, Any], args: argparse.Namespace) -> JobSpec:
     return JobSpec(
         codec=codec, node_count=HOSTS, epochs=args.epochs, params=dict(params),
-        train_samples=args.train_samples, seed=0,
+        train_samples=args.train_samples, test_samples=args.test_samples, seed=0,
     )  # fmt: skip
 
 
@@ -149,6 +153,7 @@ def main() -> int:
     parser.add_argument("--rate", default="100mbit")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--test-samples", type=int, default=None)
     parser.add_argument("--codecs", default=",".join(CODECS), help="subset, comma-separated")
     parser.add_argument("--virtual", action="store_true", help="also the --simulate clock")
     parser.add_argument("--json", default=None, help="write every run's figures here")
