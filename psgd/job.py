@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psgd.errors import ConfigError
+from psgd.link_spec import check_device_speeds, check_links
 from psgd.settings import check_assignment
 
 __all__ = [
@@ -140,6 +141,9 @@ class JobSpec:
     batch_records: bool = False
     round_deadline: float | None = None
     dropout: float = 0.0
+    #: ``--link`` / ``--device-speed`` items (``psgd.link_spec``): emulated in ``--simulate``.
+    links: list[str] = field(default_factory=list)
+    device_speed: list[str] = field(default_factory=list)
     job_id: str = field(default_factory=new_job_id)
 
     def __post_init__(self) -> None:
@@ -185,6 +189,8 @@ class JobSpec:
             if limit is not None and limit < 1:
                 raise ConfigError(f"{option}: must be >= 1, got {limit}")
         self._validate_rounds()
+        check_links(self.links)
+        check_device_speeds(self.device_speed)
 
     def _validate_rounds(self) -> None:
         if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):

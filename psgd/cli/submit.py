@@ -12,6 +12,7 @@ import click
 
 from psgd.cli.aliases import PARALLEL_SGD_OPTIMIZERS, apply_parallel_sgd_optimizer
 from psgd.cli.argv import ARGV, KeepsArgv, detach_argv, sigterm_as_interrupt
+from psgd.cli.link_options import link_options
 from psgd.cli.params import LayerSizes, ParamType
 from psgd.cli.round_options import round_options
 from psgd.cli.tools import retrieve
@@ -282,6 +283,7 @@ _PARTITIONS = ["iid", "noniid", "shards", "dirichlet", "unequal", "natural"]
     "(job options come from its job.json; give --local/--workers/--simulate).",
 )
 @round_options
+@link_options
 @click.option("--job-id", "job_id", default=None, hidden=True)
 @click.pass_context
 def submit(ctx: click.Context, **options: Any) -> None:

@@ -229,6 +229,7 @@ def run_job(
         folder.write_json("job.json", spec.to_dict())
         from psgd.train.rounds import is_round_job
 
+        _check_emulation(spec, target, is_round_job(job))
         with job_classes(classes):  # their objects may travel as content, in this job only
             if is_round_job(job):
                 target = dataclasses.replace(target, log_dir=folder.file("daemons"))
@@ -244,7 +245,10 @@ def run_job(
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
         unread_names = unread_keys(spec.params, classes, read)
-        summary = _write_run(folder, job, result, mode, {"params_unread": unread_names})
+        extra: dict[str, Any] = {"params_unread": unread_names}
+        if result.emulated:
+            extra["emulated"] = result.emulated
+        summary = _write_run(folder, job, result, mode, extra)
     finally:
         GlobalSettings.clear_default()  # nothing of this job is visible to the next one
         psgd_logger.removeHandler(log_handler)
@@ -255,6 +259,19 @@ def run_job(
     if summary["status"] != "completed":
         raise JobFailed(summary["error"])
     return summary
+
+
+def _check_emulation(spec: JobSpec, target: Target, rounds: bool) -> None:
+    """--link/--device-speed are emulated by the in-process epoch runner only (so far)."""
+    if not (spec.links or spec.device_speed):
+        return
+    if not target.simulate:
+        raise ConfigError(
+            "--link/--device-speed emulate links and devices in --simulate runs; on daemons, "
+            "shape real links instead (bench/netlab.py, as root)"
+        )
+    if rounds:
+        raise ConfigError("--link/--device-speed: not yet for round-based federated jobs")
 
 
 def _run_epochs(

@@ -23,6 +23,10 @@ class NodeReport:
     accuracy: float = float("nan")
     batch_rows: list[dict[str, Any]] = field(default_factory=list)
     epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: Emulated links (``--simulate --link``): the virtual clock's training time (evaluation
+    #: excluded, like ``train_s``) and the node's virtual time when it finished.
+    virtual_train_s: float | None = None
+    virtual_s: float | None = None
 
     @property
     def samples_per_s(self) -> float:
@@ -48,6 +52,10 @@ class NodeReport:
 
     def figures(self) -> dict[str, Any]:
         """The per-node entry of ``summary.json``."""
+        virtual = {} if self.virtual_s is None else {
+            "virtual_train_s": round(self.virtual_train_s or 0.0, 4),
+            "virtual_s": round(self.virtual_s, 4),
+        }  # fmt: skip
         return {
             "node": self.node_id,
             "accuracy": self.accuracy,
@@ -59,6 +67,7 @@ class NodeReport:
             "bytes_sent": self.bytes_sent,
             "packages_sent": self.packages_sent,
             "retries": self.retries,
+            **virtual,
         }
 
 
@@ -82,6 +91,8 @@ class RunResult:
     #: ``--param`` keys the codecs read on the nodes (reported by daemons; in-process runs
     #: read ``GlobalSettings.params_read`` directly).
     params_read: list[str] = field(default_factory=list)
+    #: Emulated links and devices of an in-process run: ``{node: {"link": .., "speed": ..}}``.
+    emulated: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:

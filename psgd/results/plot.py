@@ -2,8 +2,10 @@
 
 ``plot_run`` draws one run's ``plot.png``: training loss per batch (epochs on a second axis),
 test accuracy per epoch or round, and the same accuracy against the bytes each worker sent and
-against the time spent. ``plot_comparison`` overlays several runs (``psgd compare``): accuracy
-against epochs or rounds, against bytes sent per worker, against time.
+against the time spent (and, for a run on emulated links, against the virtual clock's training
+time: the slowest worker's, a dotted line). ``plot_comparison`` overlays several runs
+(``psgd compare``): accuracy against epochs or rounds, against bytes sent per worker, against
+time.
 
 matplotlib is imported when a figure is drawn, not with this module, and no pyplot state is
 used: figures are plain ``matplotlib.figure.Figure`` objects, safe from any thread.
@@ -152,8 +154,26 @@ def _accuracy_panels(axes: Sequence[Axes], run: RunRecords) -> None:
         for style, points in curves:
             xs = [xs_of[panel](p) for p in points]
             drew |= _line(ax, xs, [p.accuracy for p in points], **style)
-        legend = panel == 0 and len(curves) > 1 and any("label" in s for s, _ in curves)
+        virtual_xs, virtual_ys = _virtual_curve(run) if panel == 2 else ([], [])
+        emulated = _line(ax, virtual_xs, virtual_ys, color="black", linestyle=":",
+                         linewidth=1.8, label="virtual clock")  # fmt: skip
+        legend = (
+            panel == 0 and len(curves) > 1 and any("label" in s for s, _ in curves)
+        ) or emulated
         _finish(ax, titles[panel], xlabels[panel], "test accuracy", drew, legend, panel == 0)
+
+
+def _virtual_curve(run: RunRecords) -> tuple[list[float], list[float]]:
+    """Mean accuracy against the slowest worker's virtual training time, per epoch (if any)."""
+    by_epoch: dict[int, list[dict[str, Any]]] = {}
+    for node in run.nodes:
+        for row in node.evals:
+            if "virtual_train_s" in row:
+                by_epoch.setdefault(int(row["epoch"]), []).append(row)
+    epochs = sorted(by_epoch)
+    xs = [max(float(r["virtual_train_s"]) for r in by_epoch[e]) for e in epochs]
+    ys = [float(np.mean([float(r["test_accuracy"]) for r in by_epoch[e]])) for e in epochs]
+    return xs, ys
 
 
 def _log_if_wide(ax: Axes) -> None:

@@ -35,10 +35,19 @@ def build_summary(
     ``accuracy``/``loss`` are the mean final test figures over workers (the PS excluded);
     ``samples_per_s`` is the aggregate training throughput (each worker's samples over its
     own training time, excluding data loading and evaluation, summed over workers).
+
+    With emulated links (``--simulate --link``), ``virtual_wall_s`` is the virtual time at which
+    the last worker finished (evaluations included) and ``virtual_train_s`` the longest
+    virtual training time of a worker (evaluations excluded, like ``train_s``).
     """
     bytes_sent: dict[str, int] = {str(r.node_id): r.bytes_sent for r in reports}
     if ps_bytes_sent is not None:
         bytes_sent["ps"] = ps_bytes_sent
+    virtual = [r for r in reports if r.virtual_s is not None]
+    clock = {} if not virtual else {
+        "virtual_wall_s": round(max(r.virtual_s or 0.0 for r in virtual), 4),
+        "virtual_train_s": round(max(r.virtual_train_s or 0.0 for r in virtual), 4),
+    }  # fmt: skip
     return {
         "job_id": spec.job_id,
         "status": ("diverged" if diverged else "failed") if error else "completed",
@@ -49,6 +58,7 @@ def build_summary(
         "epochs": spec.epochs,
         "samples_per_s": round(sum(r.samples_per_s for r in reports), 1),
         "wall_s": round(wall_s, 3),
+        **clock,
         "bytes_sent": bytes_sent,
         "nodes": [r.figures() for r in reports],
         "spec": spec.to_dict(),

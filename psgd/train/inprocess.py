@@ -2,7 +2,8 @@
 
 Every package is encoded exactly as it is on the network (``psgd.net.protocol``) and the
 bytes are copied, so byte counts are the real ones, codec content that cannot be sent fails
-here first, and no two nodes ever share an array.
+here first, and no two nodes ever share an array. With a ``VirtualClock`` (emulated links and
+devices), every message carries the virtual time it arrives at, computed from its encoded size.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from psgd.errors import CodecError
 from psgd.net import protocol, wire
 from psgd.net.channel import JobAborted, Package
+from psgd.train.vclock import VirtualClock
 
 __all__ = ["InProcessChannel", "InProcessNetwork"]
 
@@ -29,11 +31,16 @@ class InProcessNetwork:
     ----------
     node_ids:
         Every node of the job (workers and, when there is one, the parameter server).
+    clock:
+        Emulated links and devices (``psgd.train.vclock``), or None.
     """
 
-    def __init__(self, node_ids: list[int], job_id: str = "in-process") -> None:
+    def __init__(
+        self, node_ids: list[int], job_id: str = "in-process", clock: VirtualClock | None = None
+    ) -> None:
         self.node_ids = list(node_ids)
         self.job_id = job_id
+        self.clock = clock
         self._inboxes: dict[int, queue.SimpleQueue[Any]] = {
             n: queue.SimpleQueue() for n in node_ids
         }
@@ -69,8 +76,9 @@ class InProcessNetwork:
         frames = protocol.make_packages(self.job_id, sender, items)
         owned = [bytes(frame) for frame in frames]
         size = wire.frames_size(owned)
+        arrivals = self.clock.send(sender, targets, size) if self.clock else {}
         for target in targets:
-            self._inboxes[target].put(owned)
+            self._inboxes[target].put((owned, arrivals.get(target)))
         return size * len(targets)
 
     def receive(self, node_id: int, timeout_s: float) -> list[Package]:
@@ -81,8 +89,11 @@ class InProcessNetwork:
         if item is _ABORT:
             self._inboxes[node_id].put(_ABORT)  # keep later calls failing fast too
             raise JobAborted(self.abort_reason)
-        message = protocol.parse(item, protocol.PEER_TYPES)
-        return [Package(*p) for p in protocol.split_packages(message, wire.frames_size(item))]
+        frames, arrival = item
+        if arrival is not None and self.clock is not None:
+            self.clock.receive(node_id, arrival)
+        message = protocol.parse(frames, protocol.PEER_TYPES)
+        return [Package(*p) for p in protocol.split_packages(message, wire.frames_size(frames))]
 
 
 class InProcessChannel:
@@ -100,6 +111,11 @@ class InProcessChannel:
         self.bytes_sent += size
         self.packages_sent += len(targets)
         return size
+
+    def virtual_now(self) -> float | None:
+        """This node's virtual time with emulated links (its thread's CPU charged), else None."""
+        clock = self.network.clock
+        return None if clock is None else clock.now(self.node_id)
 
     def recv(self, timeout_s: float) -> Package | None:
         if not self._pending:

@@ -1,6 +1,8 @@
 """Run a whole job in this process: one thread per node, queues for the network.
 
-The nodes run the same ``Trainer`` the worker daemons run; only the channel differs.
+The nodes run the same ``Trainer`` the worker daemons run; only the channel differs. With
+``--link``/``--device-speed`` the network carries a virtual clock (``psgd.train.vclock``) and
+the records report virtual time beside real time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from psgd.train.prepare import PreparedJob
 from psgd.train.server_model import server_weights
 from psgd.train.sync import CodecSet, serve
 from psgd.train.trainer import Trainer
+from psgd.train.vclock import build_clock
 
 __all__ = ["simulate"]
 
@@ -69,9 +72,9 @@ def simulate(
         )
     GlobalSettings.set_default(job.settings)
     nodes = list(range(spec.node_count))
-    network = InProcessNetwork(
-        nodes + ([Parameter_Server] if job.ps_classes else []), job_id=spec.job_id
-    )
+    every = nodes + ([Parameter_Server] if job.ps_classes else [])
+    clock = build_clock(spec.links, spec.device_speed, every, spec.seed)
+    network = InProcessNetwork(every, job_id=spec.job_id, clock=clock)
     countdown = _Countdown(len(nodes))
     reports: dict[int, NodeReport] = {}
     models: dict[int, Any] = {}
@@ -106,6 +109,8 @@ def simulate(
             )
             if resume is not None:
                 trainer.restore(resume[node_id])
+            if clock is not None:
+                clock.start(node_id)
             trainer.train()
             countdown.finish_one()
             trainer.drain(countdown.done)
@@ -126,6 +131,8 @@ def simulate(
     def run_server() -> None:
         assert job.ps_classes is not None
         channel = network.channel(Parameter_Server)
+        if clock is not None:
+            clock.start(Parameter_Server)
         try:
             codecs = CodecSet(Parameter_Server, job.ps_classes, channel, job.initial_weights)
             try:
@@ -147,7 +154,9 @@ def simulate(
         weights[Parameter_Server] = server_model
     ps_sent = ps_bytes[0] if job.ps_classes else None
     first_diverged = bool(diverged) and diverged[0]
-    return RunResult(ordered, ps_sent, wall, error, weights, diverged=first_diverged)
+    result = RunResult(ordered, ps_sent, wall, error, weights, diverged=first_diverged)
+    result.emulated = clock.describe() if clock is not None else {}
+    return result
 
 
 def _saver(folder: Path | None, node: int) -> Callable[[dict[str, Any]], None] | None:

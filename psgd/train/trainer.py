@@ -5,7 +5,9 @@ mini-batch and the optimizer's step; it hands each layer codec a ``BlockWeight``
 (the step itself in ``delta`` mode, the stepped weights in ``params`` mode), lets the sync
 driver exchange, and applies each layer's merged result: ``w -= result`` for deltas,
 ``w = result`` for parameters, ``w = w_initial + result`` for ``accumulate`` (Parallel-SGD's
-gradient averaging: the step is sent, the server returns the sum of what it applied).
+gradient averaging: the step is sent, the server returns the sum of what it applied). Over a
+channel with emulated links (``virtual_now``, see ``psgd.train.vclock``) the records carry the
+node's virtual time beside the real one.
 """
 
 from __future__ import annotations
@@ -166,12 +168,16 @@ class Trainer:
             for _ in self.variables
         ]
         self.report = NodeReport(node_id)
+        self._virtual_now: Callable[[], float | None] = getattr(
+            channel, "virtual_now", lambda: None
+        )
 
     def train(self) -> NodeReport:
         """Run every epoch (from ``first_epoch`` after ``restore``); returns the report."""
         every = self.config.checkpoint_every
         for epoch in range(self.first_epoch, self.config.epochs + 1):
             self._epoch_start = time.perf_counter()
+            virtual_start = self._virtual_now()
             for step in range(self.config.steps_per_epoch):
                 loss = self._step(epoch, step)
                 self._record_batch(epoch, step, loss)
@@ -180,6 +186,10 @@ class Trainer:
                 for layer, variable in enumerate(self.variables):
                     self._apply(layer, variable.value, owed[layer], [])
             self.report.train_s += time.perf_counter() - self._epoch_start
+            virtual_end = self._virtual_now()
+            if virtual_start is not None and virtual_end is not None:
+                spent = virtual_end - virtual_start
+                self.report.virtual_train_s = (self.report.virtual_train_s or 0.0) + spent
             self._evaluate(epoch)
             if every and epoch % every == 0 and epoch < self.config.epochs:
                 self.on_checkpoint(self.checkpoint(epoch))
@@ -288,6 +298,9 @@ class Trainer:
                 "time_s": round(report.train_s + time.perf_counter() - self._epoch_start, 4),
             }
         )
+        virtual = self._virtual_now()
+        if virtual is not None:
+            report.batch_rows[-1]["virtual_s"] = round(virtual, 4)
         every = self.config.progress_every
         if every and (step + 1) % every == 0:
             self.emit(
@@ -312,6 +325,11 @@ class Trainer:
             "train_s": round(self.report.train_s, 4),
             "bytes_sent": self._bytes_sent,
         }
+        virtual = self._virtual_now()
+        if virtual is not None:  # evaluation included: the node's next message waits for it
+            self.report.virtual_s = virtual
+            row["virtual_train_s"] = round(self.report.virtual_train_s or 0.0, 4)
+            row["virtual_s"] = round(virtual, 4)
         self.report.epoch_rows.append(row)
         self.emit({"type": "epoch", "node": self.node_id, **row})
 

@@ -2,6 +2,8 @@
 
 Every daemon listens on the default port 15387 of its own namespace address, so the test also
 shows that worker.json's addresses (not loopback) carry the control and the data traffic.
+Shaped links (``bench/netlab.py``): a transfer takes at least size / bandwidth, and a job over
+them completes, each node's training held back by its uplink.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from typing import Any
 
 import pytest
 from entry_points import SUBMIT, WORKER
-from netns import Daemon, Lab, NetnsUnavailable
+from netns import (
+    TCP_PAYLOAD_SHARE,
+    Daemon,
+    Lab,
+    NetemUnavailable,
+    NetnsUnavailable,
+    Shape,
+    netem_available,
+    time_transfer,
+)
 
 from psgd.net.security import generate_keys
 from psgd.nn.blas import BLAS_ENV_VARS
@@ -25,6 +36,9 @@ from psgd.nn.blas import BLAS_ENV_VARS
 PORT = 15387
 SUBMIT_TIMEOUT_S = 90.0
 LOG_WAIT_S = 10.0
+SHAPED_RATE = "20mbit"
+TRANSFER_BYTES = 2_500_000
+TRANSFER_TIMEOUT_S = 30.0
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,6 +57,13 @@ def lab() -> Iterator[Lab]:
     assert not made.leftovers(), f"teardown left {made.leftovers()}"
 
 
+def _hosts(lab: Lab, count: int, shape: Shape | None = None) -> list[Any]:
+    try:
+        return [lab.add_host(shape) for _ in range(count)]
+    except NetnsUnavailable as exc:
+        pytest.skip(f"no network namespaces or tc shaping here: {exc}")
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     for name in BLAS_ENV_VARS:
@@ -50,16 +71,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start_daemons(lab: Lab, count: int, log_root: Path, security: list[str]) -> list[Daemon]:
+def _start_daemons(
+    lab: Lab, count: int, log_root: Path, security: list[str], shape: Shape | None = None
+) -> list[Daemon]:
     """``count`` namespaces, each running ``psgd-worker --bind <its address> --port 15387``.
 
     ``security`` is ``["--keys", DIR]`` (CURVE) or ``["--insecure"]`` (a bind beyond loopback
-    without keys must be insisted on).
+    without keys must be insisted on); ``shape`` shapes every host's link.
     """
-    try:
-        hosts = [lab.add_host() for _ in range(count)]
-    except NetnsUnavailable as exc:
-        pytest.skip(f"no network namespaces here: {exc}")
+    hosts = _hosts(lab, count, shape)
     daemons = []
     for host in hosts:
         argv = [*WORKER, "--bind", host.address,
@@ -70,13 +90,15 @@ def _start_daemons(lab: Lab, count: int, log_root: Path, security: list[str]) ->
     return daemons
 
 
-def _submit(tmp_path: Path, workers: list[Daemon], ps: Daemon | None, *options: str) -> Any:
+def _submit(
+    tmp_path: Path, workers: list[Daemon], ps: Daemon | None, *options: str, samples: int = 6000
+) -> Any:
     listing: dict[str, Any] = {"Worker": [f"{d.host.address}:{PORT}" for d in workers]}
     if ps is not None:
         listing["PS"] = f"{ps.host.address}:{PORT}"
     (tmp_path / "worker.json").write_text(json.dumps(listing), encoding="utf-8")
     command = [*SUBMIT, "--workers", "worker.json",
-               "--node_count", str(len(workers)), "--train-samples", "6000",
+               "--node_count", str(len(workers)), "--train-samples", str(samples),
                "--test-samples", "1000", "--epochs", "1", "--out", str(tmp_path / "run"),
                *options]  # fmt: skip
     return subprocess.run(
@@ -145,3 +167,44 @@ def test_fedavg_job_runs_with_a_ps_in_a_fourth_namespace(lab: Lab, tmp_path: Pat
     for daemon in workers:
         _assert_served(daemon, log_root, summary["job_id"], "worker")
     _assert_served(ps, log_root, summary["job_id"], "ps")
+
+
+def test_a_shaped_link_holds_a_transfer_to_its_bandwidth(lab: Lab) -> None:
+    shape = Shape.parse(SHAPED_RATE)
+    assert shape.rate_bit_s is not None
+    sender, receiver = _hosts(lab, 2, shape)
+    free_sender, free_receiver = _hosts(lab, 2)
+    took = time_transfer(
+        sender.namespace, receiver.namespace, receiver.address, TRANSFER_BYTES, TRANSFER_TIMEOUT_S
+    )
+    unshaped = time_transfer(
+        free_sender.namespace, free_receiver.namespace, free_receiver.address, TRANSFER_BYTES,
+        TRANSFER_TIMEOUT_S,
+    )  # fmt: skip
+    floor = TRANSFER_BYTES * 8 / shape.rate_bit_s
+    assert took >= floor, (took, floor)  # headers only add to it
+    assert took <= 2 * floor / TCP_PAYLOAD_SHARE, (took, floor)  # and the rate is reached
+    assert unshaped < floor / 3, (unshaped, floor)  # the shaping, not the veth, is slow
+
+
+def test_latency_is_emulated_or_refused_by_name(lab: Lab) -> None:
+    """With netem a 50 ms delay shows in a round trip; without, asking says the kernel lacks it."""
+    sender, receiver = _hosts(lab, 2)
+    delayed = Shape(delay_s=0.05)
+    if not netem_available():
+        with pytest.raises(NetemUnavailable, match="CONFIG_NET_SCH_NETEM"):
+            lab.shape(receiver, delayed)
+        return
+    lab.shape(receiver, delayed)
+    took = time_transfer(sender.namespace, receiver.namespace, receiver.address, 1000, 10.0)
+    assert took >= 0.05, took  # the request and its acknowledgement both cross the delayed link
+
+
+def test_plain_job_completes_over_shaped_links_held_back_by_them(lab: Lab, tmp_path: Path) -> None:
+    shape = Shape.parse(SHAPED_RATE)
+    assert shape.rate_bit_s is not None
+    workers = _start_daemons(lab, 2, tmp_path / "daemon-logs", ["--insecure"], shape)
+    done = _submit(tmp_path, workers, None, "--codec", "plain.Plain", samples=1280)
+    summary = _assert_completed(done, tmp_path, 2)
+    for node in summary["nodes"]:  # every byte a node sent crossed its shaped uplink
+        assert node["train_s"] >= node["bytes_sent"] * 8 / shape.rate_bit_s, node
