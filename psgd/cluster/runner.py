@@ -262,7 +262,7 @@ def run_job(
 
 
 def _check_emulation(spec: JobSpec, target: Target, rounds: bool) -> None:
-    """--link/--device-speed are emulated by the in-process epoch runner only (so far)."""
+    """--link/--device-speed are emulated in-process (``--simulate``) only."""
     if not (spec.links or spec.device_speed):
         return
     if not target.simulate:
@@ -270,8 +270,6 @@ def _check_emulation(spec: JobSpec, target: Target, rounds: bool) -> None:
             "--link/--device-speed emulate links and devices in --simulate runs; on daemons, "
             "shape real links instead (bench/netlab.py, as root)"
         )
-    if rounds:
-        raise ConfigError("--link/--device-speed: not yet for round-based federated jobs")
 
 
 def _run_epochs(

@@ -67,6 +67,8 @@ class RunOutcome:
     error: str | None = None
     #: The client dropped out of this round (``--dropout``): it trained and sent nothing.
     dropped: bool = False
+    #: CPU seconds the run took (its thread's), for emulated device speeds.
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -182,7 +184,7 @@ class ClientRunner:
         outcome = RunOutcome(state, round_no)
         outbox = _Outbox(state.node_id, self.job_id)
         codecs = CodecSet.around(state.node_id, state.codecs, outbox)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             for frames in messages or []:
                 message = protocol.parse(list(frames), protocol.PEER_TYPES)
@@ -199,6 +201,7 @@ class ClientRunner:
         except Exception as exc:  # the learner or the data: still this client's failure
             outcome.error = f"node {state.node_id}: {type(exc).__name__}: {exc}"
         outcome.train_s = time.perf_counter() - started
+        outcome.cpu_s = time.thread_time() - cpu
         outcome.messages, outcome.bytes_sent = outbox.messages, outbox.bytes_sent
         return outcome
 

@@ -29,9 +29,11 @@ from psgd.train.evaluation import Evaluator
 from psgd.train.executors import default_executor_count, make_executors
 from psgd.train.node import ClientRunner
 from psgd.train.prepare import PreparedJob
+from psgd.train.round_clock import EmulatedScheduler
 from psgd.train.scheduler import Scheduler
 from psgd.train.server_side import RoundStats
 from psgd.train.shm import job_prefix, remove_stale
+from psgd.train.vclock import build_clock
 
 __all__ = ["DEFAULT_ROUNDS", "RoundRecorder", "is_round_job", "round_result", "run_rounds"]
 
@@ -90,6 +92,8 @@ class RoundRecorder:
             "bytes_down": stats.bytes_down,
             "wall_s": round(time.perf_counter() - self.start, 4),
         }
+        if stats.virtual_s is not None:  # emulated links and devices: the virtual clock
+            row["virtual_s"] = round(stats.virtual_s, 4)
         self.train_s += stats.train_s
         self.batch_rows.extend(stats.batch_rows)
         evaluation = None
@@ -157,6 +161,8 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
         )  # fmt: skip
 
     record = RoundRecorder(job, rounds, emit or (lambda event: None))
+    nodes = [*range(spec.node_count), Parameter_Server]
+    clock = build_clock(spec.links, spec.device_speed, nodes, spec.seed)
     error, diverged = None, False
     scheduler: Scheduler | None = None
     remove_stale()  # files of earlier jobs that were killed
@@ -164,11 +170,14 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
     with blas_threads(1):
         executors = make_executors(count, make_runner, prefix)
         try:
-            scheduler = Scheduler(
+            args = (
                 spec.job_id, spec.node_count, job.codec_classes, job.ps_classes or [],
                 job.initial_weights, executors, record, rounds, prefix,
-                spec.round_deadline is not None,
             )  # fmt: skip
+            if clock is None:
+                scheduler = Scheduler(*args, deadline=spec.round_deadline is not None)
+            else:
+                scheduler = EmulatedScheduler(*args, clock=clock, deadline_s=spec.round_deadline)
             record.personal = scheduler.personal_at
             if executors.shared and spec.eval != "clients":  # evaluated on every core
                 scheduler.test_rows = len(data.y_test)
@@ -185,12 +194,17 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
             if scheduler is not None:
                 scheduler.release_all()
             record.close()
-    return round_result(
+    result = round_result(
         record, error, diverged,
         ps_bytes_sent=scheduler.server.bytes_sent if scheduler is not None else 0,
         clients_trained=len(scheduler.trained) if scheduler is not None else 0,
         executors=count,
     )  # fmt: skip
+    if clock is not None:  # the options, not every client's draw: the folder stays O(1)
+        result.emulated = {"links": list(spec.links), "device_speed": list(spec.device_speed)}
+        virtual = [row["virtual_s"] for row in record.rows if "virtual_s" in row]
+        result.figures["virtual_wall_s"] = virtual[-1] if virtual else None
+    return result
 
 
 def round_result(

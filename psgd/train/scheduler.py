@@ -26,7 +26,7 @@ from psgd.errors import CodecError, PsgdError
 from psgd.net import protocol, wire
 from psgd.train.evaluation import EVAL_CHUNK, combine_chunks
 from psgd.train.executors import Executors
-from psgd.train.hosting import ClientHost
+from psgd.train.hosting import ClientHost, run_stats
 from psgd.train.node import EvalOutcome, EvalTask, RunOutcome
 from psgd.train.server_side import RoundStats, ServerSide
 
@@ -161,10 +161,7 @@ class Scheduler(ClientHost):
         return self.server.rounds_done + 1
 
     def count_run(self, outcome: RunOutcome) -> None:
-        run = {
-            "steps": outcome.steps, "samples": outcome.samples, "loss_sum": outcome.loss_sum,
-            "bytes_sent": outcome.bytes_sent, "train_s": outcome.train_s,
-        }  # fmt: skip
+        run = run_stats(outcome)
         self.server.add_run(outcome.round_no, outcome.state.node_id, run, outcome.batch_losses)
 
     # ------------------------------------------------------------------ routing

@@ -38,6 +38,8 @@ class RoundStats:
     bytes_down: int = 0
     train_s: float = 0.0
     batch_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: When the round was complete on the server's virtual clock (emulated links, devices).
+    virtual_s: float | None = None
 
     @property
     def train_loss(self) -> float:
