@@ -11,6 +11,7 @@ from psgd.codec_params import describe_codec
 from psgd.errors import CodecError, CodecNotFound, ConfigError
 from psgd.job import parse_param
 from psgd.loader import codec_name, resolve_codec
+from psgd.settings import GlobalSettings
 from psgd.testing.harness import CodecCheck, check_p2p, check_ps
 
 __all__ = ["main"]
@@ -117,6 +118,8 @@ def p2p(codec: str, **options: Any) -> None:
 @click.argument("codecs", nargs=-1, required=True)
 def describe(codecs: tuple[str, ...]) -> None:
     """What each of CODECS is and the --param keys it declares (defaults and help)."""
+    # No job runs here: a codec module reading the settings at import sees one node, no params.
+    GlobalSettings.set_default(GlobalSettings(1))
     for i, name in enumerate(codecs):
         try:
             cls = resolve_codec(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -155,3 +157,10 @@ def test_ps_command_line_with_params():
     )
     assert result.exit_code == 0, result.output
     assert "server: 8 packages" in result.output
+
+
+def test_describe_loads_a_codec_that_reads_the_settings_in_its_class_body():
+    style = Path(__file__).resolve().parents[1] / "psgd_style" / "class_params.py"
+    result = CliRunner().invoke(main, ["describe", f"{style}:ClassParamAverage"])
+    assert result.exit_code == 0, result.output
+    assert "class_params.ClassParamAverage" in result.output
