@@ -53,7 +53,7 @@ def load_dataset(name_or_path: str | os.PathLike[str], data_dir: Path | None = N
     if sep and kind.lower() == "leaf":
         return load_leaf(path)
     raise ConfigError(
-        f'dataset {text!r}: expected "mnist", a path to a .npz or .csv file, '
+        f'dataset {text!r}: expected "mnist" or a path to a .npz file, a .csv file, '
         '"cifar10:PATH" (the CIFAR-10 archive or its folder) or "leaf:PATH" (a LEAF data folder)'
     )
 
