@@ -119,6 +119,9 @@ class JobSpec:
     params: dict[str, Any] = field(default_factory=dict)
     partition_args: dict[str, Any] = field(default_factory=dict)
     attacks: list[str] = field(default_factory=list)
+    #: ``--link`` / ``--device-speed`` items (``psgd.link_spec``): emulated in ``--simulate``.
+    links: list[str] = field(default_factory=list)
+    device_speed: list[str] = field(default_factory=list)
     checkpoint_every: int = 0
     components: int = 1
     train_samples: int | None = None
@@ -131,9 +134,6 @@ class JobSpec:
     client_test_fraction: float = 0.2
     executors: int | None = None
     batch_records: bool = False
-    #: ``--link`` / ``--device-speed`` items (``psgd.link_spec``): emulated in ``--simulate``.
-    links: list[str] = field(default_factory=list)
-    device_speed: list[str] = field(default_factory=list)
     job_id: str = field(default_factory=new_job_id)
 
     def __post_init__(self) -> None:
