@@ -200,8 +200,9 @@ def run_job(
         _warn(unknown_at_start(spec.params, classes), quiet)
         folder.write_json("job.json", spec.to_dict())
         from psgd.train.rounds import is_round_job
+        from psgd.train.vclock import check_emulation
 
-        _check_emulation(spec, target, is_round_job(job))
+        check_emulation(spec, target.simulate, is_round_job(job))
         if is_round_job(job):
             result, mode = _run_rounds(job, target, quiet, states is not None), "simulate"
         else:
@@ -209,9 +210,7 @@ def run_job(
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
         unread_names = unread_keys(spec.params, classes, read)
-        extra: dict[str, Any] = {"params_unread": unread_names}
-        if result.emulated:
-            extra["emulated"] = result.emulated
+        extra = {"params_unread": unread_names, **result.emulated_entry()}
         summary = _write_run(folder, spec, result, mode, extra)
     finally:
         psgd_logger.removeHandler(log_handler)
@@ -222,19 +221,6 @@ def run_job(
     if summary["status"] != "completed":
         raise JobFailed(summary["error"])
     return summary
-
-
-def _check_emulation(spec: JobSpec, target: Target, rounds: bool) -> None:
-    """--link/--device-speed are emulated by the in-process epoch runner only (so far)."""
-    if not (spec.links or spec.device_speed):
-        return
-    if not target.simulate:
-        raise ConfigError(
-            "--link/--device-speed emulate links and devices in --simulate runs; on daemons, "
-            "shape real links instead (bench/netlab.py, as root)"
-        )
-    if rounds:
-        raise ConfigError("--link/--device-speed: not yet for round-based federated jobs")
 
 
 def _run_epochs(
