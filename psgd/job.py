@@ -127,6 +127,9 @@ class JobSpec:
     params: dict[str, Any] = field(default_factory=dict)
     partition_args: dict[str, Any] = field(default_factory=dict)
     attacks: list[str] = field(default_factory=list)
+    #: ``--link`` / ``--device-speed`` items (``psgd.link_spec``): emulated in ``--simulate``.
+    links: list[str] = field(default_factory=list)
+    device_speed: list[str] = field(default_factory=list)
     checkpoint_every: int = 0
     components: int = 1
     train_samples: int | None = None
@@ -141,9 +144,6 @@ class JobSpec:
     batch_records: bool = False
     round_deadline: float | None = None
     dropout: float = 0.0
-    #: ``--link`` / ``--device-speed`` items (``psgd.link_spec``): emulated in ``--simulate``.
-    links: list[str] = field(default_factory=list)
-    device_speed: list[str] = field(default_factory=list)
     job_id: str = field(default_factory=new_job_id)
 
     def __post_init__(self) -> None:

@@ -229,8 +229,9 @@ def run_job(
         folder.write_json("job.json", spec.to_dict())
         from psgd.cluster.round_runner import run_round_job
         from psgd.train.rounds import is_round_job
+        from psgd.train.vclock import check_emulation
 
-        _check_emulation(spec, target, is_round_job(job))
+        check_emulation(spec, target.simulate)
         with job_classes(classes):  # their objects may travel as content, in this job only
             if is_round_job(job):
                 target = dataclasses.replace(target, log_dir=folder.file("daemons"))
@@ -246,9 +247,7 @@ def run_job(
         read = GlobalSettings.params_read() | set(result.params_read)
         unread = unread_warnings(spec.params, classes, read)
         unread_names = unread_keys(spec.params, classes, read)
-        extra: dict[str, Any] = {"params_unread": unread_names}
-        if result.emulated:
-            extra["emulated"] = result.emulated
+        extra = {"params_unread": unread_names, **result.emulated_entry()}
         summary = _write_run(folder, job, result, mode, extra)
     finally:
         GlobalSettings.clear_default()  # nothing of this job is visible to the next one
@@ -260,17 +259,6 @@ def run_job(
     if summary["status"] != "completed":
         raise JobFailed(summary["error"])
     return summary
-
-
-def _check_emulation(spec: JobSpec, target: Target, rounds: bool) -> None:
-    """--link/--device-speed are emulated in-process (``--simulate``) only."""
-    if not (spec.links or spec.device_speed):
-        return
-    if not target.simulate:
-        raise ConfigError(
-            "--link/--device-speed emulate links and devices in --simulate runs; on daemons, "
-            "shape real links instead (bench/netlab.py, as root)"
-        )
 
 
 def _run_epochs(

@@ -94,6 +94,10 @@ class RunResult:
     #: Emulated links and devices of an in-process run: ``{node: {"link": .., "speed": ..}}``.
     emulated: dict[str, Any] = field(default_factory=dict)
 
+    def emulated_entry(self) -> dict[str, Any]:
+        """``{"emulated": ...}`` for ``summary.json`` when links were emulated, else ``{}``."""
+        return {"emulated": self.emulated} if self.emulated else {}
+
     @property
     def status(self) -> str:
         """``completed``, ``diverged`` or ``failed``."""

@@ -62,6 +62,8 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+from psgd.errors import ConfigError
+from psgd.job import JobSpec
 from psgd.link_spec import (
     TCP_PAYLOAD_SHARE,
     Link,
@@ -69,7 +71,7 @@ from psgd.link_spec import (
     resolve_links,
 )
 
-__all__ = ["LinkQueue", "VirtualClock", "build_clock"]
+__all__ = ["LinkQueue", "VirtualClock", "build_clock", "check_emulation"]
 
 #: Busy intervals a link keeps at most (the oldest are forgotten first).
 MAX_INTERVALS = 4096
@@ -226,3 +228,14 @@ def build_clock(
     return VirtualClock(
         resolve_links(links, node_ids), resolve_device_speeds(device_speed, node_ids, seed)
     )
+
+
+def check_emulation(spec: JobSpec, simulate: bool) -> None:
+    """Refuse ``--link``/``--device-speed`` where nothing emulates them: on daemons."""
+    if not (spec.links or spec.device_speed):
+        return
+    if not simulate:
+        raise ConfigError(
+            "--link/--device-speed emulate links and devices in --simulate runs; on daemons, "
+            "shape real links instead (bench/netlab.py, as root)"
+        )
