@@ -43,7 +43,7 @@ def evaluate_chunks(
     parts = []
     for first in range(start, stop, EVAL_CHUNK):
         last = min(first + EVAL_CHUNK, stop)
-        loss, accuracy = model.evaluate(x[first:last], y[first:last], batch_size=EVAL_CHUNK)
+        loss, accuracy = model.evaluate(x[first:last], y[first:last])
         parts.append((float(loss), round(accuracy * (last - first))))
     return parts
 
