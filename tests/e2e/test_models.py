@@ -16,7 +16,7 @@ from entry_points import SUBMIT
 from psgd.nn import load_model, load_weights
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.append(str(REPO / "bench"))
 from make_breast_cancer_like import make  # noqa: E402
 
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}

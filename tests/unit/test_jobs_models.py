@@ -17,7 +17,7 @@ from psgd.nn import Sequential, load_model, load_weights
 from psgd.train.prepare import prepare_job
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.append(str(REPO / "bench"))
 from make_breast_cancer_like import make  # noqa: E402
 
 QUICK = ["--simulate", "-q", "--train-samples", "3000", "--test-samples", "300", "--epochs", "1",
