@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import numeric_grad
 
 from psgd.errors import ConfigError, ModelError
 from psgd.nn import (
@@ -23,20 +24,6 @@ from psgd.nn import (
 )
 
 F64 = np.float64
-
-
-def numeric_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar `f()` with respect to `arr` (changed in place)."""
-    grad = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + eps
-        up = f()
-        arr[idx] = old - eps
-        down = f()
-        arr[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
 
 
 def distinct_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
