@@ -15,8 +15,9 @@ from psgd.net.transport import HEARTBEAT_INTERVAL_S, LIVENESS_INTERVALS
 
 __all__ = ["LIVE_STATES", "MIN_TRANSFER_BYTES_PER_S", "death"]
 
-#: The slowest link a JOB is expected to cross (100 Mbit/s), for the transfer allowance.
-MIN_TRANSFER_BYTES_PER_S = 12.5e6
+#: The slowest link a JOB is expected to cross (10 Mbit/s), for the transfer allowance: a job
+#: of 94 MB may take 75 s to arrive before its daemon counts as dead (only until it answers).
+MIN_TRANSFER_BYTES_PER_S = 1.25e6
 #: States in which a node has a job: heartbeats both ways, liveness applies.
 LIVE_STATES = ("shipped", "accepted", "running", "trained")
 
