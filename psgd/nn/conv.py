@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import DTypeLike
 
 from psgd.errors import ConfigError, ModelError
-from psgd.nn.layers import INITS, Layer, Variable
+from psgd.nn.layers import INITS, Layer, Variable, WeightedLayer
 
 __all__ = ["Conv2D", "MaxPool2D"]
 
@@ -27,7 +27,7 @@ __all__ = ["Conv2D", "MaxPool2D"]
 _MIN_CHANNELS_FOR_CORRELATION = 8
 
 
-class Conv2D(Layer):
+class Conv2D(WeightedLayer):
     """2-D convolution, stride 1: ``y[n, i, j, f] = b[f] + sum_{a, c, ch} x[n, i+a, j+c, ch]
     * W[a, c, ch, f]`` over a zero-padded input.
 
@@ -82,14 +82,6 @@ class Conv2D(Layer):
         self.b = Variable(f"{name}.b", np.zeros(out_channels, dtype))
         self._cols: np.ndarray | None = None
         self._in_shape: tuple[int, ...] = ()
-
-    @property
-    def variables(self) -> list[Variable]:
-        return [self.W, self.b]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.W.value.dtype
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 3 or in_shape[2] != self.in_channels:

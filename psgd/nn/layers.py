@@ -138,7 +138,22 @@ class Layer:
         return self._buffers.get(tag, shape, dtype, fill)
 
 
-class Dense(Layer):
+class WeightedLayer(Layer):
+    """A layer with a weight ``W`` and a bias ``b`` (dense, convolution)."""
+
+    W: Variable
+    b: Variable
+
+    @property
+    def variables(self) -> list[Variable]:
+        return [self.W, self.b]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.W.value.dtype
+
+
+class Dense(WeightedLayer):
     """Fully connected layer ``y = x @ W + b``.
 
     Parameters
@@ -179,14 +194,6 @@ class Dense(Layer):
         self.W = Variable(f"{name}.W", rng.uniform(-limit, limit, (n_in, n_out)).astype(dtype))
         self.b = Variable(f"{name}.b", np.zeros(n_out, dtype))
         self._x: np.ndarray | None = None
-
-    @property
-    def variables(self) -> list[Variable]:
-        return [self.W, self.b]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.W.value.dtype
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if in_shape != (self.n_in,):

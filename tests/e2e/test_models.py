@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from entry_points import SUBMIT
+from worker_list import write_workers
 
 from psgd.nn import load_model, load_weights
 
@@ -64,14 +65,6 @@ def softmax(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 """
-
-
-def write_workers(path: Path, daemons, ps=None) -> Path:
-    data = {"Worker": [str(d.endpoint) for d in daemons]}
-    if ps is not None:
-        data["PS"] = str(ps.endpoint)
-    path.write_text(json.dumps(data))
-    return path
 
 
 def submit(cwd: Path, *args: str) -> dict:

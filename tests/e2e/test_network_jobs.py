@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 from entry_points import PSGD, SUBMIT, WORKER
+from worker_list import write_workers
 
 from psgd.cluster.probe import ask_state, wait_idle
 from psgd.cluster.submit import Submitter
@@ -29,14 +30,6 @@ QUICK = ["--train-samples", "6000", "--test-samples", "1000", "--epochs", "1"]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def write_workers(path: Path, daemons, ps=None) -> Path:
-    data = {"Worker": [str(d.endpoint) for d in daemons]}
-    if ps is not None:
-        data["PS"] = str(ps.endpoint)
-    path.write_text(json.dumps(data))
-    return path
 
 
 def submit(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:

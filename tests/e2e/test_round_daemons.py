@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from entry_points import SUBMIT
+from worker_list import write_workers
 
 from psgd.cluster.probe import wait_idle
 from psgd.cluster.round_submit import RoundSubmitter
@@ -25,12 +26,6 @@ SMALL = ["--train-samples", "20000", "--test-samples", "1000", "--model", "784,3
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _workers(path: Path, pools, ps) -> Path:
-    path.write_text(json.dumps({"Worker": [str(d.endpoint) for d in pools],
-                                "PS": str(ps.endpoint)}))  # fmt: skip
-    return path
 
 
 def _submit(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -48,7 +43,7 @@ def test_a_thousand_clients_on_four_daemons_train_as_the_same_job_in_process(
     tmp_path, spawn_daemons
 ):
     daemons = spawn_daemons(5)
-    workers = _workers(tmp_path / "worker.json", daemons[:4], daemons[4])
+    workers = write_workers(tmp_path / "worker.json", daemons[:4], daemons[4])
     job = [*FEDAVG, *SMALL, "--node_count", "1000", "--rounds", "3", "--param",
            "fraction=0.01"]  # fmt: skip
     net = _submit(tmp_path, *job, "--workers", str(workers), "--out", "net")
@@ -116,7 +111,7 @@ def test_a_failing_client_codec_fails_the_job_by_name_and_the_daemons_stay_up(
     """)
     )
     daemons = spawn_daemons(3)
-    workers = _workers(tmp_path / "worker.json", daemons[:2], daemons[2])
+    workers = write_workers(tmp_path / "worker.json", daemons[:2], daemons[2])
     done = _submit(
         tmp_path, "--codec", "broken.BrokenClient", "--ps-codec", "federated.FedAvgServer",
         *SMALL, "--node_count", "10", "--rounds", "3", "--param", "fraction=1.0",
