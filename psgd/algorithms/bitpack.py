@@ -101,7 +101,18 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     n = values.size
     if k >= n:
         return np.arange(n)
-    return np.sort(np.argpartition(np.abs(values), n - k)[n - k :])
+    magnitude = np.abs(values)
+    is_zero = magnitude == 0
+    nonzero = np.flatnonzero(~is_zero)  # a mask's nonzero is ~5x faster than a float array's
+    if nonzero.size <= k:  # every nonzero entry, then the first zeros
+        zeros = np.flatnonzero(is_zero)[: k - nonzero.size]
+        return np.sort(np.concatenate([nonzero, zeros]))
+    if nonzero.size < n:
+        # Select among the nonzero entries only: numpy's selection slows down 20-30x when most
+        # entries tie (a first layer's gradient on MNIST is ~80% exact zeros: blank pixels).
+        chosen = np.argpartition(magnitude[nonzero], nonzero.size - k)[nonzero.size - k :]
+        return np.sort(nonzero[chosen])
+    return np.sort(np.argpartition(magnitude, n - k)[n - k :])
 
 
 def random_indices(seed: int, n: int, k: int) -> np.ndarray:
