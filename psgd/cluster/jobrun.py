@@ -21,6 +21,7 @@ import zmq
 
 from psgd.cluster.jobprep import Preparation, Prepared
 from psgd.cluster.roundrun import run_pool, run_round_server
+from psgd.data.grey_levels import unpack_features
 from psgd.errors import Diverged
 from psgd.net import protocol, wire
 from psgd.net.bundle import unload_bundle
@@ -237,9 +238,11 @@ class JobRun:
         parts = self.prepared.parts
         model = self.prepared.model  # built with the shipped weights while preparing
         blocks = {
-            int(b): (np.asarray(x), np.asarray(y)) for b, (x, y) in self.content["blocks"].items()
+            int(b): (unpack_features(x), np.asarray(y))
+            for b, (x, y) in self.content["blocks"].items()
         }
-        test = tuple(self.content["test"])
+        x_test, y_test = self.content["test"]
+        test = (unpack_features(x_test), np.asarray(y_test))
         trainer = Trainer(
             self.node_id, model, blocks, test, self.prepared.classes, self.channel, parts.config,
             self._emit, self._abort.is_set, parts.attack, self._checkpoint,

@@ -22,6 +22,7 @@ import zmq
 from psgd.cluster.liveness import LIVE_STATES, death
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
+from psgd.data.grey_levels import pack_features
 from psgd.errors import JobFailed, MalformedMessage
 from psgd.net import protocol, wire, wire_format
 from psgd.net.bundle import bundle_codecs
@@ -212,8 +213,9 @@ class Submitter:
             return protocol.make(protocol.JOB, {"weights": job.initial_weights}, node=node.node,
                                  role="ps", bundle=sources, codecs=names, **common)  # fmt: skip
         sources, names = bundle_codecs(job.codec_classes, _model_files(job))
-        test = (job.dataset.x_test, job.dataset.y_test)
-        content = {"weights": job.initial_weights, "blocks": job.node_blocks(node.node),
+        test = (pack_features(job.dataset.x_test), job.dataset.y_test)
+        blocks = {b: (pack_features(x), y) for b, (x, y) in job.node_blocks(node.node).items()}
+        content = {"weights": job.initial_weights, "blocks": blocks,
                    "test": test, "resume": (self.resume or {}).get(node.node),
                    "model_dims": list(job.model_dims)}  # fmt: skip
         return protocol.make(protocol.JOB, content, node=node.node, role="worker",
