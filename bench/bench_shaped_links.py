@@ -55,13 +55,14 @@ HOSTS = 3
 BAR = 0.2
 ACCURACY_POINTS = 0.01
 REPO = Path(__file__).resolve().parents[1]
-#: name -> (codec, params). Double buffering: another session adds it; its row goes here.
-CODECS: dict[str, tuple[str, dict[str, Any]]] = {
-    "plain": ("plain.Plain", {}),
-    "topk1%+ef": ("compression.TopKPlain", {"ratio": 0.01}),
-    "qsgd16": ("compression.QSGDPlain", {"levels": 16}),
+#: name -> (codec, params, other JobSpec fields).
+CODECS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "plain": ("plain.Plain", {}, {}),
+    "topk1%+ef": ("compression.TopKPlain", {"ratio": 0.01}, {}),
+    "qsgd16": ("compression.QSGDPlain", {"levels": 16}, {}),
+    "plain+db": ("plain.Plain", {}, {"sync": "double_buffer"}),
+    "topk+db": ("compression.TopKPlain", {"ratio": 0.01}, {"sync": "double_buffer"}),
 }
-DOUBLE_BUFFERING = "double buffering: not measured yet (being added by another session)"
 
 
 def _env() -> dict[str, str]:
@@ -71,10 +72,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _spec(codec: str, params: dict[str, Any], args: argparse.Namespace) -> JobSpec:
+def _spec(name: str, args: argparse.Namespace) -> JobSpec:
+    codec, params, fields = CODECS[name]
     return JobSpec(
         codec=codec, node_count=HOSTS, epochs=args.epochs, params=dict(params),
-        train_samples=args.train_samples, test_samples=args.test_samples, seed=0,
+        train_samples=args.train_samples, test_samples=args.test_samples, seed=0, **fields,
     )  # fmt: skip
 
 
@@ -154,9 +156,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--test-samples", type=int, default=None)
-    parser.add_argument("--codecs", default=",".join(CODECS), help="subset, comma-separated")
+    parser.add_argument("--codecs", default=",".join(CODECS), help=f"subset of {','.join(CODECS)}")
     parser.add_argument("--virtual", action="store_true", help="also the --simulate clock")
     parser.add_argument("--json", default=None, help="write every run's figures here")
+    parser.add_argument("--keep", default=None, help="keep the run folders and daemon logs here")
     args = parser.parse_args()
     names = [n for n in args.codecs.split(",") if n]
     if "plain" not in names:
@@ -166,7 +169,8 @@ def main() -> int:
     virtual: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         lab = Lab()
         try:
             addresses = _start_lab(lab, shape, folder / "logs")
@@ -174,13 +178,12 @@ def main() -> int:
             target = Target(workers_file=folder / "worker.json")
             for repeat in range(args.repeats):
                 for name in names:
-                    codec, params = CODECS[name]
                     out = folder / f"{name}-{repeat}"
                     pids = [d.process.pid for d in lab.daemons]
-                    runs[name].append(_run(_spec(codec, params, args), out, target, pids))
+                    runs[name].append(_run(_spec(name, args), out, target, pids))
                     print(f"  repeat {repeat} {name}: {runs[name][-1]}", flush=True)
                     if args.virtual:
-                        spec = _spec(codec, params, args)
+                        spec = _spec(name, args)
                         spec.links = [args.rate]
                         sim = Target(simulate=True)
                         row = _run(spec, folder / f"{name}-{repeat}-sim", sim, [])
@@ -197,7 +200,6 @@ def main() -> int:
     for name in names:
         cpu = statistics.median(r["daemon_cpu_s"] for r in runs[name])
         print(f"  {name:10s} CPU of the busiest daemon per job {cpu:7.2f} s")
-    print(f"  {DOUBLE_BUFFERING}")
     if "topk1%+ef" in runs:
         ratio = statistics.median(r["wall_s"] for r in runs["topk1%+ef"]) / statistics.median(
             r["wall_s"] for r in runs["plain"]

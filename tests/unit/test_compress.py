@@ -177,6 +177,38 @@ def test_top_k_of_a_mostly_zero_array_is_exact_and_fast(zero_share):
     assert best_of[0] < 3 * best_of[1] + 1e-3, best_of  # numpy's selection alone: 20-30x
 
 
+def _structured_arrays() -> dict[str, np.ndarray]:
+    rng = _rng()
+    n = 128 * 784
+    column = np.zeros((784, 128), dtype=np.float32)
+    column[:, 5] = rng.standard_normal(784)  # every large value in one column of a layer
+    spikes = np.zeros(n, dtype=np.float32)
+    spikes[rng.choice(n, 3000, replace=False)] = rng.standard_normal(3000)
+    return {
+        "ascending": np.arange(n, dtype=np.float32),
+        "descending": -np.arange(n, dtype=np.float32),
+        "one column": column.ravel(),
+        "ties": np.ones(n, dtype=np.float32),
+        "sparse spikes": spikes,
+        "heavy tail": rng.standard_cauchy(n).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", list(_structured_arrays()))
+@pytest.mark.parametrize("k", [1, 7, 1004, 9000])
+def test_top_k_is_exact_whatever_the_layout_of_the_values(name, k):
+    x = _structured_arrays()[name]
+    index = top_k_indices(x, k)
+    assert index.size == k and np.all(np.diff(index) > 0)
+    np.testing.assert_array_equal(np.sort(np.abs(x[index])), np.sort(np.abs(x))[x.size - k :])
+
+
+def test_top_k_keeps_a_nan_as_the_largest_entry():
+    x = _rng().standard_normal(50_000).astype(np.float32)
+    x[123] = np.nan
+    assert 123 in top_k_indices(x, 500)
+
+
 def _seconds(function, *args):
     start = time.perf_counter()
     function(*args)
