@@ -26,7 +26,7 @@ from psgd.train.prepare import PreparedJob
 from psgd.train.server_model import server_weights
 from psgd.train.sync import CodecSet, serve
 from psgd.train.trainer import Trainer
-from psgd.train.vclock import build_clock
+from psgd.train.vclock import build_clock, job_bytes
 
 __all__ = ["simulate"]
 
@@ -74,6 +74,8 @@ def simulate(
     nodes = list(range(spec.node_count))
     every = nodes + ([Parameter_Server] if job.ps_classes else [])
     clock = build_clock(spec.links, spec.device_speed, every, spec.seed)
+    if clock is not None:
+        clock.ship({node: job_bytes(job, node) for node in every})
     network = InProcessNetwork(every, job_id=spec.job_id, clock=clock)
     countdown = _Countdown(len(nodes))
     reports: dict[int, NodeReport] = {}
