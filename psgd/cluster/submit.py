@@ -20,9 +20,9 @@ from typing import Any
 import zmq
 
 from psgd.cluster.liveness import LIVE_STATES, death
+from psgd.cluster.shipping import DataShipment
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
-from psgd.data.grey_levels import pack_features
 from psgd.errors import JobFailed, MalformedMessage
 from psgd.net import protocol, wire, wire_format
 from psgd.net.bundle import bundle_codecs
@@ -140,6 +140,7 @@ class Submitter:
         self._last_heartbeat = 0.0
         self._finish_sent = False
         self._shipped_bytes = 0
+        self._data = DataShipment(job)
         #: The job's secret: only its members get it (their data-plane identities derive from it).
         self.secret = secrets.token_bytes(32)
         #: A node reported that its loss or weights became non-finite.
@@ -213,8 +214,7 @@ class Submitter:
             return protocol.make(protocol.JOB, {"weights": job.initial_weights}, node=node.node,
                                  role="ps", bundle=sources, codecs=names, **common)  # fmt: skip
         sources, names = bundle_codecs(job.codec_classes, _model_files(job))
-        test = (pack_features(job.dataset.x_test), job.dataset.y_test)
-        blocks = {b: (pack_features(x), y) for b, (x, y) in job.node_blocks(node.node).items()}
+        blocks, test = self._data.worker_data(node.node)
         content = {"weights": job.initial_weights, "blocks": blocks,
                    "test": test, "resume": (self.resume or {}).get(node.node),
                    "model_dims": list(job.model_dims)}  # fmt: skip

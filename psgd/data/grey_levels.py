@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GREY_LEVELS", "PACKED_KEY", "pack_features", "unpack_features"]
+__all__ = ["GREY_LEVELS", "PACKED_KEY", "grey_levels", "pack_features", "unpack_features"]
 
 #: ``GREY_LEVELS[level]`` is the float32 feature the image readers make of a 0-255 level.
 GREY_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
@@ -23,15 +23,21 @@ GREY_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
 PACKED_KEY = "psgd.grey8"
 
 
-def pack_features(x: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
-    """``{PACKED_KEY: levels}`` if ``x`` is float32 grey levels exactly, else ``x`` itself."""
+def grey_levels(x: np.ndarray) -> np.ndarray | None:
+    """The uint8 levels of ``x`` if it is float32 grey levels exactly, else None."""
     if x.dtype != np.float32 or x.size == 0:
-        return x
+        return None
     levels = np.rint(x * np.float32(255))
     np.clip(levels, 0, 255, out=levels)  # NaN stays NaN and fails the check below
     packed = levels.astype(np.uint8)
     same = GREY_LEVELS[packed].view(np.uint32) == np.ascontiguousarray(x).view(np.uint32)
-    return {PACKED_KEY: packed} if bool(same.all()) else x
+    return packed if bool(same.all()) else None
+
+
+def pack_features(x: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    """``{PACKED_KEY: levels}`` if ``x`` is float32 grey levels exactly, else ``x`` itself."""
+    levels = grey_levels(x)
+    return x if levels is None else {PACKED_KEY: levels}
 
 
 def unpack_features(obj: Any) -> np.ndarray:

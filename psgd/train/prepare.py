@@ -59,11 +59,18 @@ class PreparedJob:
         """``(features, classes)`` the model is built for."""
         return self.dataset.n_features, self.dataset.n_classes
 
-    def node_blocks(self, node_id: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """``{block_id: (x, y)}`` for every block node ``node_id`` holds."""
+    def node_blocks(
+        self, node_id: int, features: np.ndarray | None = None
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{block_id: (x, y)}`` for every block node ``node_id`` holds.
+
+        ``features``: the rows to take ``x`` from (default the training features; e.g. their
+        grey levels, for shipping).
+        """
         data = self.dataset
+        x = data.x_train if features is None else features
         blocks = {
-            b: (data.x_train[self.block_indices[b]], data.y_train[self.block_indices[b]])
+            b: (x[self.block_indices[b]], data.y_train[self.block_indices[b]])
             for b in self.settings.node_2_block[node_id]
         }
         attack = self.attacks.get(node_id)
