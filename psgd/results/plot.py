@@ -150,7 +150,7 @@ def _accuracy_panels(axes: Sequence[Axes], run: RunRecords) -> None:
             style = {"color": "black", "linewidth": 1.8, "label": "mean", "linestyle": "--"}
             curves.append((style, run.progress()))
         if run.server:
-            style = {"color": "black", "linewidth": 2.2, "label": "server model", "marker": "s"}
+            style = {"color": "black", "linewidth": 2.4, "label": "server model"}
             curves.append((style, run.server_progress()))
     for panel, ax in enumerate(axes):
         drew = False
