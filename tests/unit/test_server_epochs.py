@@ -18,6 +18,7 @@ from psgd.cli.submit import submit
 from psgd.codec import Parameter_Server
 from psgd.job import JobSpec
 from psgd.net.channel import Package
+from psgd.results.compare import compare_rows, markdown_table
 from psgd.results.runs import load_run
 from psgd.train.inprocess import InProcessNetwork
 from psgd.train.prepare import prepare_job
@@ -91,6 +92,8 @@ def test_easgd_centre_is_evaluated_every_epoch_and_the_last_is_the_saved_model(t
     run_back = load_run(tmp_path / "run")
     assert [p.step for p in run_back.server_progress()] == [1, 2, 3]
     assert (tmp_path / "run" / "plot.png").stat().st_size > 0
+    table = markdown_table(compare_rows([run_back]))
+    assert "| server model |" in table and f"| {summary['server_accuracy']:.4f} |" in table
 
 
 def gradient_ps_job(mark: bool):
