@@ -31,6 +31,7 @@ from psgd.net.transport import HEARTBEAT_INTERVAL_S, new_socket, tcp_address
 from psgd.results.outcome import NodeReport, RunResult
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.prepare import PreparedJob
+from psgd.train.server_model import ServerEpochs
 
 __all__ = ["Submitter"]
 
@@ -136,7 +137,9 @@ class Submitter:
             protocol.DONE: self._on_done,
             protocol.FAILED: self._on_failed,
             protocol.HEARTBEAT: self._on_heartbeat,
+            protocol.SERVER_MODEL: self._on_server_model,
         }
+        self.server_epochs = ServerEpochs.for_job(job)  # the server's model per epoch
         self._last_heartbeat = 0.0
         self._finish_sent = False
         self._shipped_bytes = 0
@@ -352,6 +355,10 @@ class Submitter:
     def _on_progress(self, node: _Node, message: protocol.Message) -> None:
         self.emit(message["event"])
 
+    def _on_server_model(self, node: _Node, message: protocol.Message) -> None:
+        if self.server_epochs is not None and node.node == Parameter_Server:
+            self.server_epochs.received(message["epoch"], message.content)
+
     def _on_trained(self, node: _Node, message: protocol.Message) -> None:
         node.state = "trained"
         workers = [n for n in self.nodes.values() if n.node != Parameter_Server]
@@ -410,4 +417,5 @@ class Submitter:
         return RunResult(
             reports, ps_bytes, wall_s, error, weights, logs,
             diverged=self.diverged, params_read=sorted(read),
+            server_rows=self.server_epochs.rows if self.server_epochs else [],
         )  # fmt: skip

@@ -18,6 +18,7 @@ from psgd.job import JobSpec
 from psgd.loader import forget_codec_modules, resolve_codec
 from psgd.nn import Learner, build_model, init_weights, make_optimizer
 from psgd.settings import GlobalSettings
+from psgd.train.server_model import marks_epochs
 from psgd.train.trainer import TrainerConfig, per_block_batch, steps_per_epoch
 
 __all__ = ["PreparedJob", "prepare_job"]
@@ -179,6 +180,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
         seed=spec.seed,
         steps_per_epoch=steps_per_epoch([len(b) for b in blocks], block_batch),
         checkpoint_every=spec.checkpoint_every,
+        mark_epochs=marks_epochs(codec_classes, ps_classes),
     )
     make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
     _try_codecs(settings, codec_classes, ps_classes)

@@ -23,7 +23,7 @@ from psgd.settings import GlobalSettings
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.inprocess import InProcessNetwork
 from psgd.train.prepare import PreparedJob
-from psgd.train.server_model import server_weights
+from psgd.train.server_model import EpochMarks, ServerEpochs, server_weights
 from psgd.train.sync import CodecSet, serve
 from psgd.train.trainer import Trainer
 from psgd.train.vclock import build_clock, job_bytes
@@ -82,6 +82,7 @@ def simulate(
     models: dict[int, Any] = {}
     errors: list[str] = []
     diverged: list[bool] = []
+    server_epochs = ServerEpochs.for_job(job)
 
     def fail(where: str, exc: BaseException) -> None:
         if isinstance(exc, JobAborted):
@@ -137,8 +138,11 @@ def simulate(
             clock.start(Parameter_Server)
         try:
             codecs = CodecSet(Parameter_Server, job.ps_classes, channel, job.initial_weights)
+            marks = None
+            if server_epochs is not None:
+                marks = EpochMarks(codecs, spec.node_count, spec.epochs, server_epochs.hold)
             try:
-                serve(codecs, countdown.done)
+                serve(codecs, countdown.done, marks)
                 server_model.extend(server_weights(codecs) or [])
             finally:
                 codecs.dispose()
@@ -158,6 +162,9 @@ def simulate(
     first_diverged = bool(diverged) and diverged[0]
     result = RunResult(ordered, ps_sent, wall, error, weights, diverged=first_diverged)
     result.emulated = clock.describe() if clock is not None else {}
+    if server_epochs is not None:  # the server's model per epoch, off the server's thread
+        server_epochs.evaluate_held()
+        result.server_rows = server_epochs.rows
     return result
 
 
