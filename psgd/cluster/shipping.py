@@ -1,4 +1,4 @@
-"""What of the data a worker's JOB carries: its blocks and the test set, images as grey levels.
+"""What a worker's JOB carries: its blocks and the test set (images as grey levels), model files.
 
 The grey levels of the training set and the packed test features are made once per job, so
 every worker's JOB shares the same arrays (the frames reference them; nothing is copied per
@@ -7,6 +7,7 @@ worker but the worker's own rows).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from psgd.data.grey_levels import PACKED_KEY, grey_levels, pack_features
 from psgd.train.prepare import PreparedJob
 
-__all__ = ["DataShipment"]
+__all__ = ["DataShipment", "model_files"]
 
 
 class DataShipment:
@@ -34,3 +35,15 @@ class DataShipment:
         if levels is not None:
             blocks = {b: ({PACKED_KEY: x}, y) for b, (x, y) in blocks.items()}
         return blocks, (x_test, data.y_test)
+
+
+def model_files(job: PreparedJob) -> list[Path]:
+    """A user model's builder file, shipped with the codecs (built-in models need none)."""
+    from psgd.nn.learner import user_model_file
+    from psgd.nn.zoo import MODELS
+
+    spec = job.spec.model
+    if not isinstance(spec, str) or spec in MODELS or job.spec.mlp_sizes() is not None:
+        return []
+    path = user_model_file(spec, job.cwd)
+    return [path] if path is not None and path.is_file() else []

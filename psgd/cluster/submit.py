@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 
 from psgd.cluster.liveness import LIVE_STATES, death
-from psgd.cluster.shipping import DataShipment
+from psgd.cluster.shipping import DataShipment, model_files
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
 from psgd.errors import JobFailed, MalformedMessage
@@ -67,18 +67,6 @@ class _Node:
             "parameter server" if self.node == Parameter_Server else f"node {self.node}"
         )
         return f"{who} ({self.endpoint})"
-
-
-def _model_files(job: PreparedJob) -> list[Path]:
-    """A user model's builder file, shipped with the codecs (built-in models need none)."""
-    from psgd.nn.learner import user_model_file
-    from psgd.nn.zoo import MODELS
-
-    spec = job.spec.model
-    if not isinstance(spec, str) or spec in MODELS or job.spec.mlp_sizes() is not None:
-        return []
-    path = user_model_file(spec, job.cwd)
-    return [path] if path is not None and path.is_file() else []
 
 
 class Submitter:
@@ -216,7 +204,7 @@ class Submitter:
             sources, names = bundle_codecs(job.ps_classes)
             return protocol.make(protocol.JOB, {"weights": job.initial_weights}, node=node.node,
                                  role="ps", bundle=sources, codecs=names, **common)  # fmt: skip
-        sources, names = bundle_codecs(job.codec_classes, _model_files(job))
+        sources, names = bundle_codecs(job.codec_classes, model_files(job))
         blocks, test = self._data.worker_data(node.node)
         content = {"weights": job.initial_weights, "blocks": blocks,
                    "test": test, "resume": (self.resume or {}).get(node.node),
