@@ -76,7 +76,7 @@ def _env() -> dict[str, str]:
 def _spec(name: str, args: argparse.Namespace) -> JobSpec:
     codec, params, fields = CODECS[name]
     return JobSpec(
-        codec=codec, node_count=HOSTS, epochs=args.epochs, params=dict(params),
+        codec=codec, node_count=args.hosts, epochs=args.epochs, params=dict(params),
         train_samples=args.train_samples, test_samples=args.test_samples, seed=0, **fields,
     )  # fmt: skip
 
@@ -114,9 +114,9 @@ def _run(spec: JobSpec, out: Path, target: Target, pids: list[int]) -> dict[str,
     return figures
 
 
-def _start_lab(lab: Lab, shape: Shape, logs: Path) -> list[str]:
+def _start_lab(lab: Lab, shape: Shape, logs: Path, count: int) -> list[str]:
     """Hosts shaped so, a daemon on each, the shaping checked; returns worker.json entries."""
-    hosts = [lab.add_host(shape) for _ in range(HOSTS)]
+    hosts = [lab.add_host(shape) for _ in range(count)]
     for host in hosts:
         log_dir = str(logs / host.namespace)
         argv = [sys.executable, "-m", "psgd.cli", "worker", "--bind", host.address,
@@ -127,7 +127,7 @@ def _start_lab(lab: Lab, shape: Shape, logs: Path) -> list[str]:
     took = time_transfer(hosts[0].namespace, hosts[1].namespace, hosts[1].address, nbytes, 60.0)
     assert shape.rate_bit_s is not None
     print(
-        f"{HOSTS} hosts, links {shape}; a {nbytes / 1e6:g} MB TCP transfer host to host: "
+        f"{count} hosts, links {shape}; a {nbytes / 1e6:g} MB TCP transfer host to host: "
         f"{took:.3f} s = {nbytes * 8 / took / 1e6:.1f} Mbit/s of payload "
         f"(tbf's ceiling for TCP payload: {shape.rate_bit_s * TCP_PAYLOAD_SHARE / 1e6:.1f})"
     )
@@ -158,15 +158,18 @@ def main() -> int:
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--test-samples", type=int, default=None)
     parser.add_argument("--codecs", default=",".join(CODECS), help=f"subset of {','.join(CODECS)}")
+    parser.add_argument("--hosts", type=int, default=HOSTS, help="namespace hosts (nodes)")
     parser.add_argument("--virtual", action="store_true", help="also the --simulate clock")
     parser.add_argument(
-        "--virtual-speed", type=float, default=min(1.0, (os.cpu_count() or 1) / HOSTS),
+        "--virtual-speed", type=float, default=None,
         help="--device-speed of the virtual run (default: this machine's cores per host, "
         "as the namespace hosts share them)",
     )  # fmt: skip
     parser.add_argument("--json", default=None, help="write every run's figures here")
     parser.add_argument("--keep", default=None, help="keep the run folders and daemon logs here")
     args = parser.parse_args()
+    if args.virtual_speed is None:
+        args.virtual_speed = min(1.0, (os.cpu_count() or 1) / args.hosts)
     names = [n for n in args.codecs.split(",") if n]
     if "plain" not in names:
         names.insert(0, "plain")
@@ -179,7 +182,7 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         lab = Lab()
         try:
-            addresses = _start_lab(lab, shape, folder / "logs")
+            addresses = _start_lab(lab, shape, folder / "logs", args.hosts)
             (folder / "worker.json").write_text(json.dumps({"Worker": addresses}))
             target = Target(workers_file=folder / "worker.json")
             for repeat in range(args.repeats):

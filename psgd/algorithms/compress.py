@@ -142,6 +142,9 @@ class ErrorFeedback:
         return payload, decoded
 
 
+_UNUSED_RNG = np.random.default_rng(0)
+
+
 class BlockCompression:
     """One codec's compression of its data blocks, the same on every holder of a block.
 
@@ -161,7 +164,10 @@ class BlockCompression:
         """``(payload, decoded)`` for block ``block_id``'s next array."""
         round_no = self.rounds.get(block_id, 0)
         self.rounds[block_id] = round_no + 1
-        rng = np.random.default_rng([self.salt, block_id, round_no])
+        if self.compressor.random:
+            rng = np.random.default_rng([self.salt, block_id, round_no])
+        else:  # seeding costs more than a top-k selection: skip it where nothing is drawn
+            rng = _UNUSED_RNG
         if self.error_feedback:
             memory = self.memories.get(block_id)
             if memory is None:

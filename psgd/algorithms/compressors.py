@@ -76,11 +76,13 @@ def _field(payload: Payload, key: str, dtype: Any, size: int | None = None) -> n
 class Compressor:
     """Base class: ``encode(array, rng) -> payload`` and ``decode(payload) -> float32 array``.
 
-    ``unbiased`` says whether ``E[decode(encode(x))] == x`` over the rng.
+    ``unbiased`` says whether ``E[decode(encode(x))] == x`` over the rng; ``random`` whether
+    ``encode`` draws from it at all (a deterministic compressor is handed a shared, unused one).
     """
 
     name = "compressor"
     unbiased = False
+    random = True
 
     def encode(self, array: np.ndarray, rng: np.random.Generator) -> Payload:
         """The payload for ``array`` (any shape; computed in float32)."""
@@ -220,6 +222,7 @@ class Sign(Compressor):
     """
 
     name = "sign"
+    random = False
 
     def encode(self, array: np.ndarray, rng: np.random.Generator) -> Payload:
         flat = _flat32(array)
@@ -245,6 +248,7 @@ class TopK(Compressor):
     """
 
     name = "topk"
+    random = False
 
     def __init__(self, ratio: float = 0.01) -> None:
         self.ratio = _check_ratio(self.name, ratio)

@@ -408,3 +408,12 @@ def test_majority_vote_takes_the_sign_of_the_sum_of_signs_and_the_mean_scale():
     np.testing.assert_array_equal(majority_vote(votes), [2.0, 2.0, -2.0, -2.0])
     tie = majority_vote(votes[:2])
     np.testing.assert_array_equal(tie, [2.0, 0.0, -2.0, 0.0])
+
+
+@pytest.mark.parametrize("name", sorted(COMPRESSORS))
+def test_a_compressor_said_not_random_ignores_its_rng(name):
+    compressor = make_compressor(name)
+    x = _rng().standard_normal(5000).astype(np.float32)
+    first, second = (compressor.encode(x, np.random.default_rng(s)) for s in (1, 2))
+    same = all(np.array_equal(first[k], second[k]) for k in first)
+    assert same == (not compressor.random)
