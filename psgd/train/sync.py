@@ -321,10 +321,15 @@ class ASGD:
 
 
 def serve(codecs: CodecSet, stop: threading.Event) -> None:
-    """Deliver packages to ``codecs`` until ``stop`` is set (a parameter server's whole life)."""
-    while not stop.is_set():
-        package = codecs.channel.recv(SERVE_POLL_S)
+    """Deliver packages to ``codecs`` until ``stop`` is set (a parameter server's whole life),
+    then those already waiting: an asynchronous worker's last steps may still be queued when
+    it finishes, and a server that dropped them would not hold the model the workers trained."""
+    while True:
+        stopping = stop.is_set()
+        package = codecs.channel.recv(0 if stopping else SERVE_POLL_S)
         if package is None:
+            if stopping:
+                return
             continue
         with codecs.batched():  # replies to what is already here go out together
             while package is not None:
