@@ -2,7 +2,7 @@
 where it needs one), every built-in model, tiny data, and the checks every case must pass.
 
 ``tests/unit/test_codec_model_matrix.py`` runs every pair in-process (``--simulate``);
-``tests/e2e/test_codec_model_matrix.py`` runs a set covering each kind of codec on real worker
+``tests/e2e/test_codec_model_daemons.py`` runs a set covering each kind of codec on real worker
 daemons. A case passes when the job completed, every saved weight is finite and has the shape
 the model gives it, and (where it trained long enough) the saved model's test loss is below
 the initial model's.
