@@ -101,7 +101,48 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     n = values.size
     if k >= n:
         return np.arange(n)
-    return np.sort(np.argpartition(np.abs(values), n - k)[n - k :])
+    magnitude = np.abs(values)
+    if n >= SAMPLED_SELECTION_MIN * k:
+        found = _top_k_above_sampled_threshold(magnitude, k)
+        if found is not None:
+            return found
+    is_zero = magnitude == 0
+    nonzero = np.flatnonzero(~is_zero)  # a mask's nonzero is ~5x faster than a float array's
+    if nonzero.size <= k:  # every nonzero entry, then the first zeros
+        zeros = np.flatnonzero(is_zero)[: k - nonzero.size]
+        return np.sort(np.concatenate([nonzero, zeros]))
+    if nonzero.size < n:
+        # Select among the nonzero entries only: numpy's selection slows down 20-70x when many
+        # entries tie (a first layer's gradient on MNIST is ~80% exact zeros: blank pixels).
+        chosen = np.argpartition(magnitude[nonzero], nonzero.size - k)[nonzero.size - k :]
+        return np.sort(nonzero[chosen])
+    return np.sort(np.argpartition(magnitude, n - k)[n - k :])
+
+
+#: The sampled selection is tried when ``n >= SAMPLED_SELECTION_MIN * k``.
+SAMPLED_SELECTION_MIN = 16
+
+
+def _top_k_above_sampled_threshold(magnitude: np.ndarray, k: int) -> np.ndarray | None:
+    """The exact top ``k`` found among the entries above a threshold drawn from a sample.
+
+    A strided sample of ~``30 n / k`` entries gives a threshold ``t`` that about ``3k`` entries
+    reach; the top ``k`` of those are the top ``k`` of all, since every other entry is below
+    ``t``. ``None`` when fewer than ``k`` reach ``t`` (unlikely), ``t`` is 0 or NaN is present:
+    the caller then selects over the whole array.
+    """
+    n = magnitude.size
+    stride = max(1, k // 30) | 1  # odd: no power-of-two row length aligns with it
+    sample = magnitude[::stride]
+    rank = min(sample.size - 1, max(1, (3 * k * sample.size) // n))
+    threshold = np.partition(sample, sample.size - rank)[sample.size - rank]
+    if not threshold > 0:  # zero, or NaN in the sample
+        return None
+    candidates = np.flatnonzero(magnitude >= threshold)
+    if candidates.size < k or np.isnan(magnitude.max()):
+        return None
+    chosen = np.argpartition(magnitude[candidates], candidates.size - k)[candidates.size - k :]
+    return np.sort(candidates[chosen])
 
 
 def random_indices(seed: int, n: int, k: int) -> np.ndarray:

@@ -21,6 +21,7 @@ import zmq
 
 from psgd.cluster.jobprep import Preparation, Prepared
 from psgd.cluster.roundrun import run_pool, run_round_server
+from psgd.data.grey_levels import unpack_features
 from psgd.errors import Diverged
 from psgd.net import protocol, wire
 from psgd.net.bundle import unload_bundle
@@ -30,7 +31,7 @@ from psgd.net.security import Security
 from psgd.net.transport import PeerChannel
 from psgd.net.wire_objects import set_active
 from psgd.settings import GlobalSettings
-from psgd.train.server_model import server_weights
+from psgd.train.server_model import EpochMarks, server_weights
 from psgd.train.sync import CodecSet, serve
 from psgd.train.trainer import Trainer
 
@@ -237,9 +238,11 @@ class JobRun:
         parts = self.prepared.parts
         model = self.prepared.model  # built with the shipped weights while preparing
         blocks = {
-            int(b): (np.asarray(x), np.asarray(y)) for b, (x, y) in self.content["blocks"].items()
+            int(b): (unpack_features(x), np.asarray(y))
+            for b, (x, y) in self.content["blocks"].items()
         }
-        test = tuple(self.content["test"])
+        x_test, y_test = self.content["test"]
+        test = (unpack_features(x_test), np.asarray(y_test))
         trainer = Trainer(
             self.node_id, model, blocks, test, self.prepared.classes, self.channel, parts.config,
             self._emit, self._abort.is_set, parts.attack, self._checkpoint,
@@ -273,8 +276,10 @@ class JobRun:
     def _run_server(self) -> None:
         initial = list(self.content["weights"]) if isinstance(self.content, dict) else None
         codecs = CodecSet(self.node_id, self.prepared.classes, self.channel, initial)
+        spec = self.prepared.parts.spec
+        marks = EpochMarks(codecs, spec.node_count, spec.epochs, self._send_server_model)
         try:
-            serve(codecs, self._finish)
+            serve(codecs, self._finish, marks)
             weights = server_weights(codecs)
         finally:
             codecs.dispose()
@@ -287,6 +292,9 @@ class JobRun:
         self._report(
             protocol.DONE, content, node=self.node_id, report=figures, log=self._log.text()
         )
+
+    def _send_server_model(self, epoch: int, weights: list[np.ndarray]) -> None:
+        self._report(protocol.SERVER_MODEL, {"weights": weights}, epoch=epoch)
 
     def _run_pool(self) -> None:
         figures = run_pool(

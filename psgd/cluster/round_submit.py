@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from psgd.cluster.roundrun import pool_content
-from psgd.cluster.submit import Emit, Submitter, _model_files, _Node
+from psgd.cluster.shipping import model_files
+from psgd.cluster.submit import Emit, Submitter, _Node
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
 from psgd.errors import Diverged, JobFailed
@@ -111,7 +112,7 @@ class RoundSubmitter(Submitter):
             **pool_content(data.x_train, data.y_train, self._client_rows,
                            job.client_test_indices, clients),
         }  # fmt: skip
-        sources, names = bundle_codecs(job.codec_classes, _model_files(job))
+        sources, names = bundle_codecs(job.codec_classes, model_files(job))
         return protocol.make(protocol.JOB, content, node=node.node, role="pool",
                              bundle=sources, codecs=names, **common)  # fmt: skip
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from psgd.cluster.jobprep import Prepared
+from psgd.data.grey_levels import pack_features, unpack_features
 from psgd.errors import ConfigError
 from psgd.net import protocol
 from psgd.net.routing import Placement, RoutedChannel
@@ -54,7 +55,8 @@ def pool_content(
     rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     used, local = np.unique(rows, return_inverse=True)
     bounds = np.cumsum([0, *(len(p) for p in parts)]).astype(np.int64)
-    return {"x": x[used], "y": y[used], "rows": local.astype(np.int64), "bounds": bounds}
+    rows = local.astype(np.int64)
+    return {"x": pack_features(x[used]), "y": y[used], "rows": rows, "bounds": bounds}
 
 
 def _channel(prepared: Prepared, pools: int) -> RoutedChannel:
@@ -80,7 +82,7 @@ def run_pool(
     spec = prepared.parts.spec
     channel = _channel(prepared, pools)
     clients = Placement(spec.node_count, pools).range_of(node)
-    x, y = np.asarray(content["x"]), np.asarray(content["y"])
+    x, y = unpack_features(content["x"]), np.asarray(content["y"])
     rows, bounds = np.asarray(content["rows"]), np.asarray(content["bounds"])
     parts = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     if len(parts) not in (len(clients), 2 * len(clients)) or (len(rows) and rows.max() >= len(x)):

@@ -113,8 +113,15 @@ def _write_run(
         for node, weights in result.weights.items():
             if node != Parameter_Server:
                 _save_models(folder, job, weights, f"model-node{node}", evaluate=False)
+        from psgd.train.server_model import server_row
+
+        last = server_row(spec.epochs, summary["server_loss"], summary["server_accuracy"],
+                          result.wall_s)  # fmt: skip
+        result.server_rows = [*result.server_rows, last]
     elif result.weights and not result.error:
         _save_models(folder, job, result.weights[min(result.weights)], evaluate=False)
+    if result.server_rows:  # the server's model per epoch, the last one the end-of-job one
+        folder.write_csv("server_eval.csv", result.server_rows)
     _plot(folder, result, summary)
     folder.write_json("summary.json", summary)
     return summary
@@ -169,7 +176,7 @@ def _plot(folder: Any, result: Any, summary: dict[str, Any]) -> None:
     from psgd.results.runs import NodeRecords, RunRecords
 
     nodes = [NodeRecords(r.node_id, r.batch_rows, r.epoch_rows) for r in result.reports]
-    run = RunRecords(folder.path, summary, nodes, list(result.round_rows))
+    run = RunRecords(folder.path, summary, nodes, list(result.round_rows), result.server_rows)
     try:
         plot_run(folder.file("plot.png"), run)
     except Exception:  # plotting is a convenience; never lose a run over it

@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from psgd.cluster.liveness import LIVE_STATES, death
+from psgd.cluster.shipping import DataShipment, model_files
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
 from psgd.errors import JobFailed, MalformedMessage
@@ -30,6 +31,7 @@ from psgd.net.transport import HEARTBEAT_INTERVAL_S, new_socket, tcp_address
 from psgd.results.outcome import NodeReport, RunResult
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.prepare import PreparedJob
+from psgd.train.server_model import ServerEpochs
 
 __all__ = ["Submitter"]
 
@@ -65,18 +67,6 @@ class _Node:
             "parameter server" if self.node == Parameter_Server else f"node {self.node}"
         )
         return f"{who} ({self.endpoint})"
-
-
-def _model_files(job: PreparedJob) -> list[Path]:
-    """A user model's builder file, shipped with the codecs (built-in models need none)."""
-    from psgd.nn.learner import user_model_file
-    from psgd.nn.zoo import MODELS
-
-    spec = job.spec.model
-    if not isinstance(spec, str) or spec in MODELS or job.spec.mlp_sizes() is not None:
-        return []
-    path = user_model_file(spec, job.cwd)
-    return [path] if path is not None and path.is_file() else []
 
 
 class Submitter:
@@ -135,10 +125,13 @@ class Submitter:
             protocol.DONE: self._on_done,
             protocol.FAILED: self._on_failed,
             protocol.HEARTBEAT: self._on_heartbeat,
+            protocol.SERVER_MODEL: self._on_server_model,
         }
+        self.server_epochs = ServerEpochs.for_job(job)  # the server's model per epoch
         self._last_heartbeat = 0.0
         self._finish_sent = False
         self._shipped_bytes = 0
+        self._data = DataShipment(job)
         #: The job's secret: only its members get it (their data-plane identities derive from it).
         self.secret = secrets.token_bytes(32)
         #: A node reported that its loss or weights became non-finite.
@@ -211,9 +204,9 @@ class Submitter:
             sources, names = bundle_codecs(job.ps_classes)
             return protocol.make(protocol.JOB, {"weights": job.initial_weights}, node=node.node,
                                  role="ps", bundle=sources, codecs=names, **common)  # fmt: skip
-        sources, names = bundle_codecs(job.codec_classes, _model_files(job))
-        test = (job.dataset.x_test, job.dataset.y_test)
-        content = {"weights": job.initial_weights, "blocks": job.node_blocks(node.node),
+        sources, names = bundle_codecs(job.codec_classes, model_files(job))
+        blocks, test = self._data.worker_data(node.node)
+        content = {"weights": job.initial_weights, "blocks": blocks,
                    "test": test, "resume": (self.resume or {}).get(node.node),
                    "model_dims": list(job.model_dims)}  # fmt: skip
         return protocol.make(protocol.JOB, content, node=node.node, role="worker",
@@ -350,6 +343,10 @@ class Submitter:
     def _on_progress(self, node: _Node, message: protocol.Message) -> None:
         self.emit(message["event"])
 
+    def _on_server_model(self, node: _Node, message: protocol.Message) -> None:
+        if self.server_epochs is not None and node.node == Parameter_Server:
+            self.server_epochs.received(message["epoch"], message.content)
+
     def _on_trained(self, node: _Node, message: protocol.Message) -> None:
         node.state = "trained"
         workers = [n for n in self.nodes.values() if n.node != Parameter_Server]
@@ -408,4 +405,5 @@ class Submitter:
         return RunResult(
             reports, ps_bytes, wall_s, error, weights, logs,
             diverged=self.diverged, params_read=sorted(read),
+            server_rows=self.server_epochs.rows if self.server_epochs else [],
         )  # fmt: skip

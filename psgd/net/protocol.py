@@ -53,6 +53,9 @@ ROUND = "round"
 #: {job, node, round} + content {accuracy, loss}: a pool's clients' figures for an EVAL
 EVALUATED = "evaluated"
 REFUSED = "refused"  # {reason}: protocol versions differ
+#: {job, epoch} + content {weights}: the PS daemon's model once every worker's mark of that
+#: epoch arrived (``psgd.train.server_model``)
+SERVER_MODEL = "server_model"
 
 #: Peer -> peer.
 PACKAGE = "pkg"  # {job, src, layers: [int]} + content: one codec content per layer
@@ -62,7 +65,7 @@ ROUTE = "route"
 
 CONTROL_TYPES = frozenset(
     {HELLO, JOB, START, HEARTBEAT, FINISH, ABORT, HELLO_REPLY, ACCEPTED, REJECTED, PROGRESS,
-     TRAINED, CHECKPOINT, DONE, FAILED, REFUSED, ROUND, EVAL, EVALUATED}
+     TRAINED, CHECKPOINT, DONE, FAILED, REFUSED, ROUND, EVAL, EVALUATED, SERVER_MODEL}
 )  # fmt: skip
 PEER_TYPES = frozenset({PACKAGE})
 ROUTE_TYPES = frozenset({ROUTE})
@@ -97,6 +100,7 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     ROUND: {"job": str, "round": int, "stats": dict},
     EVAL: {"job": str, "round": int},
     EVALUATED: {"job": str, "node": int, "round": int},
+    SERVER_MODEL: {"job": str, "epoch": int},
     PACKAGE: {"job": str, "src": int, "layers": list},
     ROUTE: {"job": str, "to": list},
 }

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from psgd.errors import ConfigError
 from psgd.results.runs import RunRecords, load_run
@@ -32,7 +33,8 @@ __all__ = [
 
 #: The columns of ``csv_table``: raw numbers (bytes, seconds), empty where unknown.
 CSV_COLUMNS = ["label", "run", "codec", "status", "accuracy", "unit", "steps", "target",
-               "steps_to_target", "bytes_per_worker", "server_bytes", "wall_s"]  # fmt: skip
+               "steps_to_target", "bytes_per_worker", "server_bytes", "wall_s",
+               "server_accuracy"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Row:
     bytes_per_worker: float
     server_bytes: float | None
     wall_s: float
+    #: The server's model's test accuracy (PS and EASGD jobs whose server keeps it).
+    server_accuracy: float | None = None
 
 
 def find_runs(paths: Sequence[Path]) -> list[RunRecords]:
@@ -101,6 +105,7 @@ def compare_rows(
                 bytes_per_worker=run.bytes_per_worker(),
                 server_bytes=run.server_bytes(),
                 wall_s=run.wall_s,
+                server_accuracy=_figure(run.summary.get("server_accuracy")),
             )
         )
     return rows
@@ -123,7 +128,9 @@ def markdown_table(rows: Sequence[Row], target: float | None = None) -> str:
     unit = _unit_header(rows)
     with_server = any(row.server_bytes is not None for row in rows)
     with_codec = any(row.label != row.codec for row in rows)
-    header = ["run"] + (["codec"] if with_codec else []) + ["accuracy", unit]
+    with_model = any(row.server_accuracy is not None for row in rows)
+    header = ["run"] + (["codec"] if with_codec else []) + ["accuracy"]
+    header += (["server model"] if with_model else []) + [unit]
     if target is not None:
         header.append(f"{unit} to {target:g}")
     header += ["MB per worker"] + (["MB from server"] if with_server else []) + ["wall s"]
@@ -133,7 +140,9 @@ def markdown_table(rows: Sequence[Row], target: float | None = None) -> str:
         if row.status != "completed":
             accuracy = f"{row.status}" if accuracy == "-" else f"{accuracy} ({row.status})"
         codec = [f"`{row.codec}`"] if with_codec else []
-        cells = [row.label, *codec, accuracy, str(row.steps)]
+        model = row.server_accuracy
+        server = ([f"{model:.4f}" if model is not None else "-"]) if with_model else []
+        cells = [row.label, *codec, accuracy, *server, str(row.steps)]
         if target is not None:
             reached = row.steps_to_target
             cells.append(str(reached) if reached is not None else f"not in {row.steps}")
@@ -157,9 +166,14 @@ def csv_table(rows: Sequence[Row], target: float | None = None) -> str:
                 row.steps, "" if target is None else target,
                 "" if row.steps_to_target is None else row.steps_to_target,
                 _raw(row.bytes_per_worker), _raw(row.server_bytes), _raw(row.wall_s),
+                _raw(row.server_accuracy),
             ]
         )  # fmt: skip
     return buffer.getvalue()
+
+
+def _figure(value: Any) -> float | None:
+    return float(value) if type(value) in (int, float) else None
 
 
 def _raw(value: float | None) -> str:

@@ -91,6 +91,9 @@ class RunResult:
     #: ``--param`` keys the codecs read on the nodes (reported by daemons; in-process runs
     #: read ``GlobalSettings.params_read`` directly).
     params_read: list[str] = field(default_factory=list)
+    #: Epoch jobs whose server codecs keep a model: its test figures per epoch before the
+    #: last (``psgd.train.server_model``); the runner adds the last epoch's.
+    server_rows: list[dict[str, Any]] = field(default_factory=list)
     #: Emulated links and devices of an in-process run: ``{node: {"link": .., "speed": ..}}``.
     emulated: dict[str, Any] = field(default_factory=dict)
 

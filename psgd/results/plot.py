@@ -1,11 +1,11 @@
 """Figures of runs, drawn with matplotlib (Agg, no display needed).
 
 ``plot_run`` draws one run's ``plot.png``: training loss per batch (epochs on a second axis),
-test accuracy per epoch or round, and the same accuracy against the bytes each worker sent and
-against the time spent (and, for a run on emulated links, against the virtual clock's training
-time: the slowest worker's, a dotted line). ``plot_comparison`` overlays several runs
-(``psgd compare``): accuracy against epochs or rounds, against bytes sent per worker, against
-time.
+test accuracy per epoch or round (and the server model's, when the job has one), and the same
+accuracy against the bytes each worker sent and against the time spent (and, for a run on
+emulated links, against the virtual clock's training time: the slowest worker's, a dotted
+line). ``plot_comparison`` overlays several runs (``psgd compare``): accuracy against epochs or
+rounds, against bytes sent per worker, against time.
 
 matplotlib is imported when a figure is drawn, not with this module, and no pyplot state is
 used: figures are plain ``matplotlib.figure.Figure`` objects, safe from any thread.
@@ -149,6 +149,9 @@ def _accuracy_panels(axes: Sequence[Axes], run: RunRecords) -> None:
         if len(run.nodes) > 1:
             style = {"color": "black", "linewidth": 1.8, "label": "mean", "linestyle": "--"}
             curves.append((style, run.progress()))
+        if run.server:
+            style = {"color": "black", "linewidth": 2.4, "label": "server model"}
+            curves.append((style, run.server_progress()))
     for panel, ax in enumerate(axes):
         drew = False
         for style, points in curves:

@@ -4,7 +4,9 @@ A run folder (see ``records.RunFolder``) holds ``summary.json``, ``train-node<i>
 per batch) and ``eval-node<i>.csv`` (one row per evaluation, i.e. per epoch); a round-based run
 writes ``rounds.csv`` instead (one row per round: ``round``, ``clients``, ``train_loss``,
 ``bytes_up``, ``bytes_down``, ``wall_s``, and ``accuracy``/``loss`` on the rounds that were
-evaluated). ``load_run`` reads them; ``RunRecords.progress`` gives the test figures
+evaluated). A job whose server keeps the model (PS, EASGD) adds ``server_eval.csv``: the
+server model's ``test_loss`` and ``test_accuracy`` per ``epoch`` (``psgd.train.server_model``).
+``load_run`` reads them; ``RunRecords.progress`` gives the test figures
 against epochs or rounds, with the bytes each worker had sent and the time spent by then.
 """
 
@@ -61,6 +63,8 @@ class RunRecords:
     summary: dict[str, Any]
     nodes: list[NodeRecords]
     rounds: list[dict[str, float]] = field(default_factory=list)
+    #: The server model's rows (``server_eval.csv``), when the job has one.
+    server: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -134,6 +138,18 @@ class RunRecords:
             for step, rows in sorted(by_step.items())
         ]
 
+    def server_progress(self) -> list[Point]:
+        """The server model's figures per epoch, with the workers' bytes and time by then."""
+        workers = {p.step: p for p in self.progress()}
+        points = []
+        for row in self.server:
+            epoch = int(row["epoch"])
+            at = workers.get(epoch)
+            sent, spent = (at.bytes_per_worker, at.time_s) if at else (math.nan, math.nan)
+            accuracy, loss = row.get("test_accuracy", math.nan), row.get("test_loss", math.nan)
+            points.append(Point(epoch, float(accuracy), float(loss), sent, spent))
+        return points
+
     def steps_to(self, target: float) -> int | None:
         """The first epoch (or round) whose accuracy reached ``target``, or None."""
         return next((p.step for p in self.progress() if p.accuracy >= target), None)
@@ -197,4 +213,6 @@ def load_run(path: Path) -> RunRecords:
             else:
                 node.evals = rows
     rounds = _read_csv(path / "rounds.csv") if (path / "rounds.csv").is_file() else []
-    return RunRecords(path, summary, [nodes[n] for n in sorted(nodes)], rounds)
+    server = path / "server_eval.csv"
+    server_rows = _read_csv(server) if server.is_file() else []
+    return RunRecords(path, summary, [nodes[n] for n in sorted(nodes)], rounds, server_rows)

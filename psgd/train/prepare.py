@@ -18,6 +18,7 @@ from psgd.job import JobSpec
 from psgd.loader import forget_codec_modules, resolve_codec
 from psgd.nn import Learner, build_model, init_weights, make_optimizer
 from psgd.settings import GlobalSettings
+from psgd.train.server_model import marks_epochs
 from psgd.train.trainer import TrainerConfig, per_block_batch, steps_per_epoch
 
 __all__ = ["PreparedJob", "prepare_job"]
@@ -59,11 +60,18 @@ class PreparedJob:
         """``(features, classes)`` the model is built for."""
         return self.dataset.n_features, self.dataset.n_classes
 
-    def node_blocks(self, node_id: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """``{block_id: (x, y)}`` for every block node ``node_id`` holds."""
+    def node_blocks(
+        self, node_id: int, features: np.ndarray | None = None
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{block_id: (x, y)}`` for every block node ``node_id`` holds.
+
+        ``features``: the rows to take ``x`` from (default the training features; e.g. their
+        grey levels, for shipping).
+        """
         data = self.dataset
+        x = data.x_train if features is None else features
         blocks = {
-            b: (data.x_train[self.block_indices[b]], data.y_train[self.block_indices[b]])
+            b: (x[self.block_indices[b]], data.y_train[self.block_indices[b]])
             for b in self.settings.node_2_block[node_id]
         }
         attack = self.attacks.get(node_id)
@@ -174,6 +182,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
         seed=spec.seed,
         steps_per_epoch=steps_per_epoch([len(b) for b in blocks], block_batch),
         checkpoint_every=spec.checkpoint_every,
+        mark_epochs=marks_epochs(codec_classes, ps_classes),
     )
     make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
     _try_codecs(settings, codec_classes, ps_classes)

@@ -23,10 +23,10 @@ from psgd.settings import GlobalSettings
 from psgd.train.checkpoint import save_node_checkpoint
 from psgd.train.inprocess import InProcessNetwork
 from psgd.train.prepare import PreparedJob
-from psgd.train.server_model import server_weights
+from psgd.train.server_model import EpochMarks, ServerEpochs, server_weights
 from psgd.train.sync import CodecSet, serve
 from psgd.train.trainer import Trainer
-from psgd.train.vclock import build_clock
+from psgd.train.vclock import build_clock, job_bytes
 
 __all__ = ["simulate"]
 
@@ -74,12 +74,15 @@ def simulate(
     nodes = list(range(spec.node_count))
     every = nodes + ([Parameter_Server] if job.ps_classes else [])
     clock = build_clock(spec.links, spec.device_speed, every, spec.seed)
+    if clock is not None:
+        clock.ship({node: job_bytes(job, node) for node in every})
     network = InProcessNetwork(every, job_id=spec.job_id, clock=clock)
     countdown = _Countdown(len(nodes))
     reports: dict[int, NodeReport] = {}
     models: dict[int, Any] = {}
     errors: list[str] = []
     diverged: list[bool] = []
+    server_epochs = ServerEpochs.for_job(job)
 
     def fail(where: str, exc: BaseException) -> None:
         if isinstance(exc, JobAborted):
@@ -135,8 +138,11 @@ def simulate(
             clock.start(Parameter_Server)
         try:
             codecs = CodecSet(Parameter_Server, job.ps_classes, channel, job.initial_weights)
+            marks = None
+            if server_epochs is not None:
+                marks = EpochMarks(codecs, spec.node_count, spec.epochs, server_epochs.hold)
             try:
-                serve(codecs, countdown.done)
+                serve(codecs, countdown.done, marks)
                 server_model.extend(server_weights(codecs) or [])
             finally:
                 codecs.dispose()
@@ -156,6 +162,9 @@ def simulate(
     first_diverged = bool(diverged) and diverged[0]
     result = RunResult(ordered, ps_sent, wall, error, weights, diverged=first_diverged)
     result.emulated = clock.describe() if clock is not None else {}
+    if server_epochs is not None:  # the server's model per epoch, off the server's thread
+        server_epochs.evaluate_held()
+        result.server_rows = server_epochs.rows
     return result
 
 

@@ -15,8 +15,8 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "SSGD",
     "SYNC_MODES",
     "CodecSet",
+    "EPOCH_MARK_LAYER",
     "DoubleBuffer",
     "build_codecs",
     "make_driver",
@@ -40,6 +41,9 @@ _log = logging.getLogger(__name__)
 
 #: How often a serving loop wakes to check whether it should stop.
 SERVE_POLL_S = 0.05
+#: The layer of a worker's epoch mark to the server: its content is the epoch it finished
+#: (``psgd.train.server_model``); ``serve`` hands marks to its ``on_mark``, never to a codec.
+EPOCH_MARK_LAYER = -1
 
 
 class CodecSet:
@@ -95,6 +99,14 @@ class CodecSet:
                 raise self.failure(layer, method, exc) from exc
             if returned is not None:
                 self.send_returned(layer, method, returned)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold every layer's lock: no codec method runs in the block (a consistent read)."""
+        with ExitStack() as stack:
+            for lock in self._locks:
+                stack.enter_context(lock)
+            yield
 
     def failure(self, layer: int, method: str, exc: BaseException) -> CodecError:
         """The error for layer ``layer``'s codec raising ``exc`` in ``method``."""
@@ -320,10 +332,15 @@ class ASGD:
             raise self._error
 
 
-def serve(codecs: CodecSet, stop: threading.Event) -> None:
+def serve(
+    codecs: CodecSet, stop: threading.Event, on_mark: Callable[[Package], None] | None = None
+) -> None:
     """Deliver packages to ``codecs`` until ``stop`` is set (a parameter server's whole life),
     then those already waiting: an asynchronous worker's last steps may still be queued when
-    it finishes, and a server that dropped them would not hold the model the workers trained."""
+    it finishes, and a server that dropped them would not hold the model the workers trained.
+
+    Epoch marks (``EPOCH_MARK_LAYER``) go to ``on_mark``, between two deliveries.
+    """
     while True:
         stopping = stop.is_set()
         package = codecs.channel.recv(0 if stopping else SERVE_POLL_S)
@@ -333,7 +350,10 @@ def serve(codecs: CodecSet, stop: threading.Event) -> None:
             continue
         with codecs.batched():  # replies to what is already here go out together
             while package is not None:
-                codecs.deliver(package)
+                if package.layer == EPOCH_MARK_LAYER and on_mark is not None:
+                    on_mark(package)
+                else:
+                    codecs.deliver(package)
                 package = codecs.channel.recv(0)
 
 

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from psgd.algorithms.attacks import Attack
-from psgd.codec import BlockWeight, Codec
+from psgd.codec import BlockWeight, Codec, Parameter_Server
 from psgd.errors import Diverged
 from psgd.net.channel import Channel, JobAborted
 from psgd.nn import Learner, make_optimizer
 from psgd.results.outcome import NodeReport
-from psgd.train.sync import CodecSet, make_driver, serve
+from psgd.train.sync import EPOCH_MARK_LAYER, CodecSet, make_driver, serve
 
 __all__ = ["BlockSampler", "Trainer", "exchange_modes", "steps_per_epoch"]
 
@@ -95,6 +95,9 @@ class TrainerConfig:
     steps_per_epoch: int
     progress_every: int = 0
     checkpoint_every: int = 0
+    #: Tell the parameter server the end of each epoch but the last (its model is evaluated
+    #: then: ``psgd.train.server_model``).
+    mark_epochs: bool = False
 
 
 class Trainer:
@@ -190,6 +193,8 @@ class Trainer:
             if virtual_start is not None and virtual_end is not None:
                 spent = virtual_end - virtual_start
                 self.report.virtual_train_s = (self.report.virtual_train_s or 0.0) + spent
+            if self.config.mark_epochs and epoch < self.config.epochs:
+                self._mark_epoch(epoch)
             self._evaluate(epoch)
             if every and epoch % every == 0 and epoch < self.config.epochs:
                 self.on_checkpoint(self.checkpoint(epoch))
@@ -314,6 +319,12 @@ class Trainer:
                     "bytes_sent": report.bytes_sent,
                 }
             )
+
+    def _mark_epoch(self, epoch: int) -> None:
+        """Tell the server this node finished ``epoch`` (after all it sent in it; not counted
+        in ``bytes_sent``: it is psgd's bookkeeping, not the algorithm's traffic)."""
+        sent = self.channel.send([Parameter_Server], [(EPOCH_MARK_LAYER, epoch)])
+        self._bytes_offset -= sent
 
     def _evaluate(self, epoch: int) -> None:
         loss, accuracy = self.model.evaluate(*self.test)

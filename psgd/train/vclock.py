@@ -21,6 +21,10 @@ a speed factor (0.2: five times slower than this machine).
   Only for the node's own thread (the one that called ``start``): a message handled by a
   background thread (the ASGD receiver) costs CPU but holds nobody up.
 
+Start: the submitter ships each node its job (its data blocks, the test set and the weights,
+images as grey levels as on daemons) over the node's downlink, in parallel, and starts them
+all once the last has its job (``ship``).
+
 Queueing: each link direction keeps its busy intervals and a new message takes the first gap
 long enough, so messages share a link in turn, and one sent "earlier" in virtual time but
 later in real time (threads race) still finds the gap before the others.
@@ -45,6 +49,8 @@ API (the in-process simulation uses it; a round scheduler can too)
 ``clock.compute(node, seconds)``
     Add ``seconds`` of this machine's compute (measured elsewhere, e.g. in an executor
     process) to ``t[node]``, scaled by its speed.
+``clock.ship({node: job_bytes})``
+    The job's start: each node's job crosses its downlink, and all begin at the last arrival.
 ``clock.send(node, targets, nbytes) -> {target: arrival}``
     Charge, then send ``nbytes`` from ``node`` to each target at ``t[node]``; the arrival times
     are what ``receive`` takes (a round deadline compares them with the round's end).
@@ -62,6 +68,8 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+from psgd.codec import Parameter_Server
+from psgd.data.grey_levels import pack_features
 from psgd.errors import ConfigError
 from psgd.job import JobSpec
 from psgd.link_spec import (
@@ -70,8 +78,9 @@ from psgd.link_spec import (
     resolve_device_speeds,
     resolve_links,
 )
+from psgd.train.prepare import PreparedJob
 
-__all__ = ["LinkQueue", "VirtualClock", "build_clock", "check_emulation"]
+__all__ = ["LinkQueue", "VirtualClock", "build_clock", "check_emulation", "job_bytes"]
 
 #: Busy intervals a link keeps at most (the oldest are forgotten first).
 MAX_INTERVALS = 4096
@@ -174,6 +183,25 @@ class VirtualClock:
 
     # -- messages
 
+    def ship(self, job_bytes: Mapping[int, int]) -> float:
+        """Every node's job arrives over its downlink; all start when the last one has it.
+
+        ``job_bytes``: the encoded size of each node's job (its data, test set, weights). The
+        submitter sends every job at 0 from a link of its own (not emulated), so jobs come in
+        in parallel; it starts the nodes once all of them have accepted theirs, so every clock
+        starts at the latest arrival. Returns that moment.
+        """
+        with self._lock:
+            start = 0.0
+            for node, nbytes in job_bytes.items():
+                link = self.links[node]
+                took = _seconds(nbytes / TCP_PAYLOAD_SHARE * 8, link.rate_bit_s)
+                self._down[node].reserve(0.0, took)
+                start = max(start, took + link.latency_s)
+            for node in self._now:
+                self._now[node] = max(self._now[node], start)
+            return start
+
     def send(self, node: int, targets: Sequence[int], nbytes: int) -> dict[int, float]:
         """Send ``nbytes`` of encoding from ``node`` to each target; returns arrival times."""
         with self._lock:
@@ -228,6 +256,22 @@ def build_clock(
     return VirtualClock(
         resolve_links(links, node_ids), resolve_device_speeds(device_speed, node_ids, seed)
     )
+
+
+def job_bytes(job: PreparedJob, node: int) -> int:
+    """About the bytes the submitter ships ``node`` (arrays only; the headers are small)."""
+    total = sum(w.nbytes for w in job.initial_weights)
+    if node == Parameter_Server:
+        return total
+    arrays = [job.dataset.x_test, job.dataset.y_test]
+    for x, y in job.node_blocks(node).values():
+        arrays += [x, y]
+    for array in arrays:
+        packed = pack_features(array)
+        total += (
+            sum(a.nbytes for a in packed.values()) if isinstance(packed, dict) else packed.nbytes
+        )
+    return total
 
 
 def check_emulation(spec: JobSpec, simulate: bool) -> None:

@@ -23,7 +23,7 @@ from psgd.results.plot import run_figure
 from psgd.results.runs import load_run
 from psgd.train.prepare import prepare_job
 from psgd.train.simulate import simulate
-from psgd.train.vclock import LinkQueue, VirtualClock, build_clock
+from psgd.train.vclock import LinkQueue, VirtualClock, build_clock, job_bytes
 
 MBIT = 1e6
 #: Bytes that take exactly 1 s on a 1 Mbit/s link, headers included.
@@ -139,6 +139,27 @@ def test_a_job_on_slow_links_takes_at_least_its_bytes_over_the_bandwidth():
         # ... and not much more: compute (thread CPU) can be no more than the real time
         assert report.virtual_train_s <= floor + report.train_s + 0.2
         assert report.virtual_s is not None and report.virtual_s >= report.virtual_train_s
+
+
+def test_nodes_start_once_the_last_job_has_crossed_its_downlink():
+    c = clock(1.0, latency_s=0.01, nodes=3)
+    c.links[2] = Link(0.5 * MBIT, 0.01)  # a slower host
+    start = c.ship({0: int(ONE_SECOND), 1: int(2 * ONE_SECOND), 2: int(ONE_SECOND)})
+    assert start == pytest.approx(2.01, abs=1e-3)  # node 1's 2 s job, its latency
+    assert all(c.now(n) >= start for n in range(3))
+    assert c.send(0, [1], int(ONE_SECOND))[1] == pytest.approx(3.03, abs=1e-3)
+
+
+def test_a_job_starts_after_its_data_reaches_the_nodes(tmp_path):
+    spec = JobSpec(train_samples=2000, test_samples=500, epochs=1, node_count=2, links=["2mbit"])
+    job = prepare_job(spec)
+    data = 2000 // 2 * (784 + 8) + 500 * (784 + 8)  # grey levels + int64 labels, per node
+    assert job_bytes(job, 0) >= data
+    result = simulate(job)
+    floor = job_bytes(job, 0) * 8 / TCP_PAYLOAD_SHARE / 2e6
+    assert result.error is None and floor > 3
+    first = min(row["virtual_s"] for r in result.reports for row in r.batch_rows)
+    assert first >= floor
 
 
 def test_a_straggler_holds_everyone_back_in_ssgd():
