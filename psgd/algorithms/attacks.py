@@ -1,7 +1,8 @@
 """Attack simulation, selectable per node: ``--attack NODE:KIND[:ARG]``.
 
 Kinds: ``label_flip`` (poisons the node's training labels; ARG ``a->b`` flips label a to b,
-default every label l to 9-l), ``sign_flip`` (sends the negated update, ARG a scale, default 1),
+default every label l to C-1-l for C classes), ``sign_flip`` (sends the negated update, ARG a
+scale, default 1),
 ``gaussian`` (sends Gaussian noise of standard deviation ARG, default 1 instead of the update),
 ``scale`` (sends the update times ARG, default 10).
 """
@@ -58,8 +59,10 @@ class Attack:
         raise ConfigError(f"attack {self.kind!r} does not tamper with updates")
 
 
-def parse_attack(text: str, node_count: int) -> Attack:
-    """``NODE:KIND[:ARG]`` to an ``Attack``; errors name the item and what was expected."""
+def parse_attack(text: str, node_count: int, classes: int | None = None) -> Attack:
+    """``NODE:KIND[:ARG]`` to an ``Attack``; errors name the item and what was expected.
+
+    ``classes`` (the dataset's, when known) bounds ``label_flip``'s labels."""
     parts = text.split(":", 2)
     where = f"--attack {text!r}"
     if len(parts) < 2:
@@ -75,6 +78,8 @@ def parse_attack(text: str, node_count: int) -> Attack:
         pieces = arg.split("->")
         if len(pieces) != 2 or not all(p.strip().isdigit() for p in pieces):
             raise ConfigError(f"{where}: label_flip takes a->b, e.g. 1->4")
+        if classes is not None and max(int(p) for p in pieces) >= classes:
+            raise ConfigError(f"{where}: the dataset's labels are 0..{classes - 1}")
     elif arg:
         try:
             float(arg)
@@ -83,11 +88,13 @@ def parse_attack(text: str, node_count: int) -> Attack:
     return Attack(int(node_text), kind, arg)
 
 
-def parse_attacks(items: Sequence[str], node_count: int) -> dict[int, Attack]:
+def parse_attacks(
+    items: Sequence[str], node_count: int, classes: int | None = None
+) -> dict[int, Attack]:
     """Every ``--attack`` item, at most one per node."""
     attacks: dict[int, Attack] = {}
     for item in items:
-        attack = parse_attack(item, node_count)
+        attack = parse_attack(item, node_count, classes)
         if attack.node in attacks:
             raise ConfigError(f"--attack: node {attack.node} is given two attacks")
         attacks[attack.node] = attack

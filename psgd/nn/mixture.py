@@ -22,8 +22,28 @@ __all__ = ["MixtureMLP"]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    if logits.shape[1] == 1:  # one sigmoid output z: p(1) = sigmoid(z) = softmax([0, z])[1]
+        logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def check_mixture_loss(model: Sequential) -> None:
+    """Refuse a component whose outputs are not class probabilities through a softmax (or one
+    sigmoid): the mixture's likelihood ``p_m(y|x)`` needs them.
+
+    Raises ``ModelError`` naming the loss.
+    """
+    loss = model.loss.name
+    if loss == "softmax_cross_entropy":
+        return
+    if loss == "binary_cross_entropy" and model.layer_sizes[-1] == 1:
+        return
+    outputs = model.layer_sizes[-1]
+    raise ModelError(
+        f"a mixture (--components) needs models trained with softmax cross-entropy (--loss ce) "
+        f"or one sigmoid output (logreg), not {loss} on {outputs} outputs"
+    )
 
 
 class MixtureMLP:
@@ -32,7 +52,8 @@ class MixtureMLP:
     Parameters
     ----------
     components:
-        The M models (M >= 2), same layer sizes and dtype, softmax cross-entropy.
+        The M models (M >= 2), same layer sizes and dtype, trained with softmax
+        cross-entropy, or with binary cross-entropy on one sigmoid output (``logreg``).
     pi_rate:
         Step of the online M-step ``pi <- (1 - rate) pi + rate * mean(q)``.
     """
@@ -43,6 +64,7 @@ class MixtureMLP:
         sizes = {tuple(c.layer_sizes) for c in components}
         if len(sizes) != 1:
             raise ModelError(f"mixture components differ in layer sizes: {sorted(sizes)}")
+        check_mixture_loss(components[0])
         self.components = list(components)
         self.pi = np.full(len(components), 1.0 / len(components))
         self.pi_rate = pi_rate
@@ -79,6 +101,8 @@ class MixtureMLP:
             grad = np.exp(self._log_probs[m])
             grad[rows, y] -= 1.0
             grad *= q[:, m : m + 1] / n
+            if grad.shape[1] != self.layer_sizes[-1]:  # one sigmoid output: d/dz is column 1
+                grad = grad[:, 1:]
             component.backward(grad.astype(self.dtype))
         self.pi = (1.0 - self.pi_rate) * self.pi + self.pi_rate * q.mean(axis=0)
         return float(-log_total.mean())

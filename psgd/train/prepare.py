@@ -76,7 +76,9 @@ class PreparedJob:
         }
         attack = self.attacks.get(node_id)
         if attack is not None and attack.on_data:
-            blocks = {b: (x, attack.poison_labels(y)) for b, (x, y) in blocks.items()}
+            blocks = {
+                b: (x, attack.poison_labels(y, data.n_classes)) for b, (x, y) in blocks.items()
+            }
         return blocks
 
     def update_attack(self, node_id: int) -> Attack | None:
@@ -184,7 +186,7 @@ def prepare_job(spec: JobSpec, cwd: Path | None = None) -> PreparedJob:
     )
     make_optimizer(spec.optimizer, spec.learn_rate)  # an unknown name fails here, not per node
     _try_codecs(settings, codec_classes, ps_classes)
-    attacks = parse_attacks(spec.attacks, spec.node_count)
+    attacks = parse_attacks(spec.attacks, spec.node_count, dataset.n_classes)
     job = PreparedJob(
         spec, settings, dataset, codec_classes, ps_classes, model.get_weights(), blocks, config,
         attacks, held_out, cwd,

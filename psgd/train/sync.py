@@ -335,13 +335,18 @@ class ASGD:
 def serve(
     codecs: CodecSet, stop: threading.Event, on_mark: Callable[[Package], None] | None = None
 ) -> None:
-    """Deliver packages to ``codecs`` until ``stop`` is set (a parameter server's whole life).
+    """Deliver packages to ``codecs`` until ``stop`` is set (a parameter server's whole life),
+    then those already waiting: an asynchronous worker's last steps may still be queued when
+    it finishes, and a server that dropped them would not hold the model the workers trained.
 
     Epoch marks (``EPOCH_MARK_LAYER``) go to ``on_mark``, between two deliveries.
     """
-    while not stop.is_set():
-        package = codecs.channel.recv(SERVE_POLL_S)
+    while True:
+        stopping = stop.is_set()
+        package = codecs.channel.recv(0 if stopping else SERVE_POLL_S)
         if package is None:
+            if stopping:
+                return
             continue
         with codecs.batched():  # replies to what is already here go out together
             while package is not None:

@@ -22,6 +22,30 @@ def test_label_flip_poisons_only_the_named_label():
     assert attack.on_data
 
 
+def test_label_flip_stays_within_a_binary_datasets_labels(tmp_path):
+    """Found by the codec x model matrix: the default flip sent logreg's labels to 9 and 8."""
+    import sys
+    from pathlib import Path
+
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
+    from make_breast_cancer_like import make
+
+    x_train, y_train, x_test, y_test = make(0)
+    np.savez(tmp_path / "cancer.npz", x_train=x_train, y_train=y_train, x_test=x_test,
+             y_test=y_test)  # fmt: skip
+    spec = JobSpec(dataset=str(tmp_path / "cancer.npz"), model="logreg", node_count=2,
+                   attacks=["1:label_flip"], train_samples=40)  # fmt: skip
+    job = prepare_job(spec)
+    (clean,), (poisoned,) = ([y for _, y in job.node_blocks(n).values()] for n in (0, 1))
+    honest = job.dataset.y_train[job.block_indices[job.settings.node_2_block[1][0]]]
+    np.testing.assert_array_equal(poisoned, 1 - honest)
+    assert set(np.unique(clean)) <= {0, 1}
+    spec.attacks = ["1:label_flip:1->4"]
+    with pytest.raises(ConfigError, match=r"--attack '1:label_flip:1->4': the dataset's labels "
+                                          r"are 0\.\.1"):  # fmt: skip
+        prepare_job(spec)
+
+
 def test_update_attacks_change_what_is_sent():
     rng = np.random.default_rng(0)
     update = np.arange(1, 5, dtype=np.float32)

@@ -227,3 +227,23 @@ def test_async_ps_learns(server, sync, nodes, optimizer, learn_rate, bar):
         learn_rate=learn_rate,
     )
     assert min(accuracies) >= bar, accuracies
+
+
+def test_a_stopping_server_still_applies_the_steps_already_queued():
+    """ASGD workers need not wait for replies: the last steps can be queued when the job ends
+    (found by the codec x model matrix: a tiny async job's server model was its initial one)."""
+    import threading
+
+    from psgd.train.inprocess import InProcessNetwork
+    from psgd.train.sync import CodecSet, serve
+
+    _settings()
+    network = InProcessNetwork([0, 1, Parameter_Server])
+    server = CodecSet(Parameter_Server, [resolve_codec("ps.AsyncPSServer")],
+                      network.channel(Parameter_Server), [np.ones(SHAPE)])  # fmt: skip
+    for node in (0, 1):
+        network.channel(node).send([Parameter_Server], [(0, (node, np.full(SHAPE, 0.25)))])
+    stop = threading.Event()
+    stop.set()  # both workers finished before the server got to their steps
+    serve(server, stop)
+    np.testing.assert_allclose(server.codecs[0].current_weights(), np.full(SHAPE, 0.5))

@@ -71,3 +71,41 @@ def test_fedem_learns_in_rounds_and_is_judged_on_each_clients_held_out_data():
     assert last["accuracy"] > 0.75
     assert last["client_accuracy_worst"] <= last["client_accuracy_p10"] <= last["accuracy"]
     assert len(result.weights[Parameter_Server]) == 12
+
+
+def test_a_mixture_of_logistic_regressions_has_the_mixture_likelihood_gradients():
+    """logreg's one sigmoid output is the two-class softmax of [0, z] (it failed with an
+    IndexError before the codec x model matrix found it)."""
+    import pytest
+
+    from psgd.nn import build_model
+
+    rng = np.random.default_rng(2)
+    model = build_model("logreg", 5, 2, rng, components=2)
+    model.pi, model.pi_rate = np.array([0.4, 0.6]), 0.0
+    for component in model.components:
+        component.variables[0].value[...] = rng.standard_normal((5, 1))
+    x, y = rng.standard_normal((8, 5)).astype(np.float32), rng.integers(0, 2, 8)
+    loss = model.loss_and_grads(x, y)
+    # the likelihood by hand: p_m(1|x) = sigmoid(z_m)
+    p1 = [1 / (1 + np.exp(-(x @ c.variables[0].value[:, 0] + c.variables[1].value[0])))
+          for c in model.components]  # fmt: skip
+    likelihood = sum(w * np.where(y == 1, p, 1 - p) for w, p in zip(model.pi, p1, strict=True))
+    assert loss == pytest.approx(-np.log(likelihood).mean(), rel=1e-5)
+    eps, w = 1e-3, model.components[1].variables[0]
+    analytic = float(w.grad[2, 0])
+    w.value[2, 0] += eps
+    up = model.evaluate(x, y)[0]
+    w.value[2, 0] -= 2 * eps
+    down = model.evaluate(x, y)[0]
+    assert analytic == pytest.approx((up - down) / (2 * eps), rel=1e-2, abs=1e-4)
+
+
+def test_a_mixture_refuses_a_loss_without_class_probabilities():
+    import pytest
+
+    from psgd.errors import ModelError
+    from psgd.nn import build_model
+
+    with pytest.raises(ModelError, match="--components.*not mse on 10 outputs"):
+        build_model([784, 16, 10], 784, 10, np.random.default_rng(0), loss="mse", components=2)
