@@ -223,6 +223,11 @@ def main() -> None:
         help="also run each setting on N loopback daemons hosting the clients (a column more)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.rounds < 2 or args.bare_rounds < 1:
+        parser.error(
+            "--rounds must be at least 2 (the first round, which includes start-up, is left "
+            "out of psgd's time) and --bare-rounds at least 1"
+        )
     if args.local:
         print(f"psgd on {args.local} daemons: `--local {args.local}`, same job")
     daemons = ["daemons s/round", "daemons/in-process"] if args.local else []

@@ -25,6 +25,7 @@ import zmq
 
 from psgd.cluster.control import ControlPort
 from psgd.cluster.jobrun import JobRun
+from psgd.cluster.liveness import take_waiting
 from psgd.cluster.workers import DEFAULT_PORT
 from psgd.errors import PsgdError
 from psgd.net import protocol, wire
@@ -232,8 +233,11 @@ class Daemon:
             return
         if now - self._last_heartbeat_sent >= HEARTBEAT_INTERVAL_S:
             self._heartbeat(job)
+        limit = HEARTBEAT_INTERVAL_S * LIVENESS_INTERVALS
+        if now - job.last_heard > limit and take_waiting(self.control, self._receive):
+            now = time.monotonic()  # this loop was late, not necessarily the submitter
         silent = now - job.last_heard
-        if silent > HEARTBEAT_INTERVAL_S * LIVENESS_INTERVALS and not job.aborted:
+        if silent > limit and not job.aborted and self.job is job:
             _log.warning("job %s: submitter silent for %.1f s; aborting", job.job_id, silent)
             self._abort(job, f"submitter silent for {silent:.1f} s")
 

@@ -14,12 +14,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from psgd.cluster.liveness import LIVE_STATES, death
+from psgd.cluster.liveness import LIVE_STATES, death, take_waiting
 from psgd.cluster.shipping import DataShipment, model_files
 from psgd.cluster.workers import Endpoint
 from psgd.codec import Parameter_Server
@@ -291,6 +292,8 @@ class Submitter:
                     )
         for node in self.nodes.values():
             why = death(node, now, self._shipped_bytes)
+            if why is not None and take_waiting(node.socket, partial(self._receive, node)):
+                why = death(node, time.monotonic(), self._shipped_bytes)  # we were the late one
             if why is not None:
                 node.state = "failed"
                 raise JobFailed(why)
