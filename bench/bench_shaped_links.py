@@ -161,15 +161,13 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=HOSTS, help="namespace hosts (nodes)")
     parser.add_argument("--virtual", action="store_true", help="also the --simulate clock")
     parser.add_argument(
-        "--virtual-speed", type=float, default=None,
-        help="--device-speed of the virtual run (default: this machine's cores per host, "
-        "as the namespace hosts share them)",
+        "--virtual-speed", type=float, default=1.0,
+        help="--device-speed of the virtual run (default 1: a core per host, the clock's own "
+        "assumption; the namespace hosts share this machine's cores)",
     )  # fmt: skip
     parser.add_argument("--json", default=None, help="write every run's figures here")
     parser.add_argument("--keep", default=None, help="keep the run folders and daemon logs here")
     args = parser.parse_args()
-    if args.virtual_speed is None:
-        args.virtual_speed = min(1.0, (os.cpu_count() or 1) / args.hosts)
     names = [n for n in args.codecs.split(",") if n]
     if "plain" not in names:
         names.insert(0, "plain")
