@@ -8,14 +8,16 @@ three ways, exchange after every batch (SSGD). Codecs:
 
 - ``plain.Plain`` (the baseline: every node sends its dense step to the two others),
 - ``compression.TopKPlain`` (top-k 1% with error feedback),
-- ``compression.QSGDPlain`` (QSGD, 16 levels, reported beside).
+- ``compression.QSGDPlain`` (QSGD, 16 levels, reported beside),
+- Plain and top-k again with ``--sync double_buffer`` (double buffering, reported beside).
 
 Repeats interleave the codecs. For each the script prints the medians of the job's wall time
 (``summary.json``'s ``wall_s``: handshake, shipping, training, evaluation) and of the slowest
 node's training time, the accuracy, the MB each node sent, and the ratio of wall times to
 Plain's (of the medians, and the median of per-repeat ratios). The bar: top-k / Plain <= 0.2
 with accuracy within 1 point of Plain's. With ``--virtual`` it also runs each job with
-``--simulate --link RATE`` and prints the virtual clock's wall time beside the namespace one.
+``--simulate --link RATE --device-speed S`` (``--virtual-speed``, default 1: a core per host)
+and prints the virtual clock's times beside the namespace ones, with bar 2 (within 20%).
 
 The machine's load average is printed before and after: other processes on a shared machine
 slow the daemons down (each needs a core), so compare ratios and rerun when figures spread.
@@ -23,11 +25,12 @@ Each job's CPU seconds per daemon (``/proc/PID/stat``: user + system) are printe
 they are far below the job's training time on unloaded links, the daemons waited for a core.
 
     sudo python bench/bench_shaped_links.py [--repeats 3] [--rate 100mbit] [--epochs 2] \\
-        [--train-samples N] [--test-samples N] [--virtual] [--json results.json]
+        [--hosts 3] [--codecs plain,topk1%+ef,...] [--train-samples N] [--test-samples N] \\
+        [--virtual] [--virtual-speed 1] [--json results.json] [--keep DIR]
 
-The job (its data blocks and the whole test set) is shipped to each daemon over its shaped
-link: at 100 Mbit/s that is ~7 s of the wall time; below ~40 Mbit/s the submitter's liveness
-allowance for shipping (it assumes >= 100 Mbit/s) runs out, so give fewer ``--test-samples``.
+The job (its data blocks and the whole test set, images as grey levels) is shipped to each
+daemon over its shaped link: at 100 Mbit/s that is ~2 s of the wall time. ``--keep DIR`` keeps
+the run folders and the daemons' logs.
 """
 
 from __future__ import annotations
