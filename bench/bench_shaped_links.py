@@ -160,7 +160,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--test-samples", type=int, default=None)
-    parser.add_argument("--codecs", default=",".join(CODECS), help=f"subset of {','.join(CODECS)}")
+    parser.add_argument(
+        "--codecs",
+        default=",".join(CODECS),
+        help="subset of " + ",".join(CODECS).replace("%", "%%"),
+    )
     parser.add_argument("--hosts", type=int, default=HOSTS, help="namespace hosts (nodes)")
     parser.add_argument("--virtual", action="store_true", help="also the --simulate clock")
     parser.add_argument(
