@@ -18,7 +18,7 @@ FEDAVG = {"codec": "federated.FedAvgClient", "ps_codec": "federated.FedAvgServer
 SMALL = {"train_samples": 3000, "test_samples": 500, "batch_size": 10, "optimizer": "sgd",
          "learn_rate": 0.1, "model": [784, 32, 10], "node_count": 20, "rounds": 3,
          "params": {"fraction": 0.5}}  # fmt: skip
-STRAGGLERS = "stragglers:0.3,0.01"  # 30% of the clients compute 100x slower
+STRAGGLERS = "stragglers:0.3,0.001"  # 30% of the clients compute 1000x slower
 
 
 def _run(**options):
@@ -54,7 +54,7 @@ def test_a_deadline_in_virtual_time_leaves_out_the_slow_devices_and_nobody_sleep
         assert row["clients"] == len(fast)  # the stragglers' updates came after the deadline
     assert [row["clients"] for row in waiting.round_rows] == [10, 10, 10]
     assert cut.round_rows[0]["virtual_s"] == pytest.approx(0.2, abs=0.05)
-    assert waiting.round_rows[0]["virtual_s"] > 0.3  # it waited for a 100x slower device
+    assert waiting.round_rows[0]["virtual_s"] > 0.5  # it waited for a 1000x slower device
     assert cut.figures["virtual_wall_s"] < waiting.figures["virtual_wall_s"]
 
 
