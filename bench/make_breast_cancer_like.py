@@ -13,6 +13,7 @@ with the training split's statistics; 20% of the rows are the test split.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -39,14 +40,20 @@ def make(seed: int = 0, n_malignant: int = 212, n_benign: int = 357, features: i
     return (x_train.astype(np.float32), y[n_test:], x_test.astype(np.float32), y[:n_test])
 
 
+def write(path: str | Path, seed: int = 0) -> Path:
+    """Write the dataset of ``make(seed)`` to ``path`` as a psgd ``.npz``; returns the path."""
+    x_train, y_train, x_test, y_test = make(seed)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return Path(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    x_train, y_train, x_test, y_test = make(args.seed)
-    np.savez(args.out, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    print(f"{args.out}: {len(y_train)} training and {len(y_test)} test rows of 30 features")
+    with np.load(write(args.out, args.seed)) as data:
+        print(f"{args.out}: {len(data['y_train'])} training and {len(data['y_test'])} test rows")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+import psgd.cluster.runner
 from psgd.job import JobSpec
 from psgd.nn import load_weights
 from psgd.train.prepare import prepare_job
@@ -180,3 +183,20 @@ def check_run(result: dict[str, Any], model: Model, components: int = 1) -> floa
             assert np.isfinite(value).all(), f"{name}: {key} has non-finite values"
         losses.append(load_model(run_dir / name).evaluate(model.x_test, model.y_test)[0])
     return float(np.mean(losses))
+
+
+# -- fixtures both test modules import (``from matrix_cases import models, no_plots``)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Model]:
+    """The models and their datasets, written once per test module."""
+    return write_datasets(tmp_path_factory.mktemp("matrix-data"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_plots() -> Iterator[None]:
+    """plot.png costs 1.5 s a run (matplotlib) and is tested on its own (test_plot.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psgd.cluster.runner, "_plot", lambda *args, **kwargs: None)
+        yield

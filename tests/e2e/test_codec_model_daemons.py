@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from entry_points import WORKER
-from matrix_cases import Model, check_run, job_settings, write_datasets
+from matrix_cases import Model, check_run, job_settings, models, no_plots  # noqa: F401 (fixtures)
 
 import psgd
 import psgd.cluster.runner
@@ -43,19 +43,6 @@ def daemons(tmp_path_factory) -> Iterator[list[DaemonProcess]]:
             daemon.stop()
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Model]:
-    return write_datasets(tmp_path_factory.mktemp("matrix-data"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_plots() -> Iterator[None]:
-    """plot.png costs the submitter 1.5 s a run (matplotlib); test_plot.py tests it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(psgd.cluster.runner, "_plot", lambda *args, **kwargs: None)
-        yield
-
-
 def worker_list(path: Path, daemons: list[DaemonProcess], nodes: int, ps: bool) -> Path:
     listing: dict[str, object] = {"Worker": [str(d.endpoint) for d in daemons[:nodes]]}
     if ps:
@@ -66,7 +53,7 @@ def worker_list(path: Path, daemons: list[DaemonProcess], nodes: int, ps: bool) 
 
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("codec", KINDS)
-def test_codec_trains_model_on_daemons(codec, model_name, daemons, models, tmp_path):
+def test_codec_trains_model_on_daemons(codec, model_name, daemons, models, tmp_path):  # noqa: F811
     model = models[model_name]
     settings = job_settings(codec, model)
     nodes = settings.pop("node_count", 2)

@@ -7,36 +7,21 @@ test loss is below the initial model's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from matrix_cases import (
     CODECS,
     MODEL_NAMES,
     OLD_SYNTAX_CODECS,
-    Model,
     check_run,
     job_settings,
-    write_datasets,
+    models,  # noqa: F401 (a fixture)
+    no_plots,  # noqa: F401 (a fixture)
 )
 
 import psgd
 import psgd.cluster.runner
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Model]:
-    return write_datasets(tmp_path_factory.mktemp("matrix-data"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_plots() -> Iterator[None]:
-    """plot.png costs 1.5 s a run (matplotlib) and is tested on its own (test_plot.py)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(psgd.cluster.runner, "_plot", lambda *args, **kwargs: None)
-        yield
 
 
 CASES = [
@@ -48,7 +33,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("codec", "model_name"), CASES)
-def test_codec_trains_model_in_process(codec, model_name, models, tmp_path):
+def test_codec_trains_model_in_process(codec, model_name, models, tmp_path):  # noqa: F811
     model = models[model_name]
     settings = job_settings(codec, model)
     result = psgd.run(out=tmp_path / "run", **settings)

@@ -18,7 +18,7 @@ from psgd.train.prepare import prepare_job
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO / "bench"))
-from make_breast_cancer_like import make  # noqa: E402
+from make_breast_cancer_like import write  # noqa: E402
 
 QUICK = ["--simulate", "-q", "--train-samples", "3000", "--test-samples", "300", "--epochs", "1",
          "--batch_size", "32", "--learn_rate", "0.01"]  # fmt: skip
@@ -65,10 +65,7 @@ def run(tmp_path: Path, *args: str, out: str = "run") -> dict:
 
 @pytest.fixture(scope="module")
 def tabular(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "cancer.npz"
-    x_train, y_train, x_test, y_test = make(0)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
+    return write(tmp_path_factory.mktemp("data") / "cancer.npz")
 
 
 def test_mlp_name_and_old_sizes_syntax_build_the_same_job(tmp_path):

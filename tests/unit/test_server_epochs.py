@@ -28,7 +28,7 @@ from psgd.train.sync import EPOCH_MARK_LAYER, CodecSet
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO / "bench"))
-from make_breast_cancer_like import make  # noqa: E402
+from make_breast_cancer_like import write  # noqa: E402
 
 #: A PS job whose server keeps no model: each worker trains alone and tells the server.
 SILENT_SERVER = """
@@ -70,10 +70,7 @@ def run(tmp_path: Path, *args: str, out: str = "run") -> tuple[dict, list[dict]]
 
 @pytest.fixture(scope="module")
 def cancer(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "cancer.npz"
-    x_train, y_train, x_test, y_test = make(0)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
+    return write(tmp_path_factory.mktemp("data") / "cancer.npz")
 
 
 def test_easgd_centre_is_evaluated_every_epoch_and_the_last_is_the_saved_model(tmp_path, cancer):
