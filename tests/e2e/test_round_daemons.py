@@ -39,6 +39,17 @@ def _rounds(folder: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
 
 
+def _same_on_two_local_daemons_as_in_process(tmp_path: Path, job: list[str]) -> list[dict]:
+    """Run ``job`` on ``--local 2`` daemons and in-process; the rounds (wall time aside) match."""
+    net = _submit(tmp_path, *job, "--local", "2", "--executors", "1", "--out", "net")
+    assert net.returncode == 0, net.stdout + net.stderr
+    sim = _submit(tmp_path, *job, "--simulate", "--out", "sim")
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    rows = _rounds(tmp_path / "net")
+    assert rows == _rounds(tmp_path / "sim")
+    return rows
+
+
 def test_a_thousand_clients_on_four_daemons_train_as_the_same_job_in_process(
     tmp_path, spawn_daemons
 ):
@@ -70,24 +81,16 @@ def test_a_thousand_clients_on_four_daemons_train_as_the_same_job_in_process(
 def test_fedem_clients_are_evaluated_on_their_daemons_as_in_process(tmp_path):
     job = [*FEDAVG, *SMALL, "--train-samples", "6000", "--node_count", "20", "--rounds", "3",
            "--components", "2", "--eval", "clients", "--param", "fraction=0.3"]  # fmt: skip
-    net = _submit(tmp_path, *job, "--local", "2", "--executors", "1", "--out", "net")
-    assert net.returncode == 0, net.stdout + net.stderr
-    sim = _submit(tmp_path, *job, "--simulate", "--out", "sim")
-    assert sim.returncode == 0, sim.stdout + sim.stderr
-    rows = _rounds(tmp_path / "net")
-    assert rows == _rounds(tmp_path / "sim")  # personal mixture weights never left the pools
+    # the same figures: personal mixture weights never left the pools
+    rows = _same_on_two_local_daemons_as_in_process(tmp_path, job)
     assert all(float(r["client_accuracy_worst"]) <= float(r["accuracy"]) for r in rows)
 
 
 def test_dropouts_and_the_round_deadline_on_daemons_as_in_process(tmp_path):
     job = [*FEDAVG, *SMALL, "--train-samples", "6000", "--node_count", "20", "--rounds", "2",
            "--param", "fraction=0.5", "--dropout", "0.3", "--round-deadline", "2.5"]  # fmt: skip
-    net = _submit(tmp_path, *job, "--local", "2", "--executors", "1", "--out", "net")
-    assert net.returncode == 0, net.stdout + net.stderr
-    sim = _submit(tmp_path, *job, "--simulate", "--out", "sim")
-    assert sim.returncode == 0, sim.stdout + sim.stderr
-    rows = _rounds(tmp_path / "net")
-    assert rows == _rounds(tmp_path / "sim")  # the same clients dropped, the same averages
+    # the same figures: the same clients dropped, the same averages
+    rows = _same_on_two_local_daemons_as_in_process(tmp_path, job)
     assert all(int(r["clients"]) < 10 for r in rows)  # 10 picked a round, some dropped out
     with open(tmp_path / "net" / "rounds.csv") as f:
         walls = [float(r["wall_s"]) for r in csv.DictReader(f)]
