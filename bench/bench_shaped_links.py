@@ -16,8 +16,10 @@ Repeats interleave the codecs. For each the script prints the medians of the job
 node's training time, the accuracy, the MB each node sent, and the ratio of wall times to
 Plain's (of the medians, and the median of per-repeat ratios). The bar: top-k / Plain <= 0.2
 with accuracy within 1 point of Plain's. With ``--virtual`` it also runs each job with
-``--simulate --link RATE --device-speed S`` (``--virtual-speed``, default 1: a core per host)
-and prints the virtual clock's times beside the namespace ones, with bar 2 (within 20%).
+``--simulate --link RATE --device-speed S --shared-cores C`` (``--virtual-speed``, default 1;
+``--virtual-cores``, default this machine's cores, which the namespace hosts share; 0: a core
+per host) and prints the virtual clock's times beside the namespace ones, with bar 2 (within
+20%).
 
 The machine's load average is printed before and after: other processes on a shared machine
 slow the daemons down (each needs a core), so compare ratios and rerun when figures spread.
@@ -26,7 +28,7 @@ they are far below the job's training time on unloaded links, the daemons waited
 
     sudo python bench/bench_shaped_links.py [--repeats 3] [--rate 100mbit] [--epochs 2] \\
         [--hosts 3] [--codecs plain,topk1%+ef,...] [--train-samples N] [--test-samples N] \\
-        [--virtual] [--virtual-speed 1] [--json results.json] [--keep DIR]
+        [--virtual] [--virtual-speed 1] [--virtual-cores C] [--json results.json] [--keep DIR]
 
 The job (its data blocks and the whole test set, images as grey levels) is shipped to each
 daemon over its shaped link: at 100 Mbit/s that is ~2 s of the wall time. ``--keep DIR`` keeps
@@ -169,8 +171,12 @@ def main() -> int:
     parser.add_argument("--virtual", action="store_true", help="also the --simulate clock")
     parser.add_argument(
         "--virtual-speed", type=float, default=1.0,
-        help="--device-speed of the virtual run (default 1: a core per host, the clock's own "
-        "assumption; the namespace hosts share this machine's cores)",
+        help="--device-speed of the virtual run (default 1: this machine's speed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--virtual-cores", type=int, default=os.cpu_count() or 1,
+        help="--shared-cores of the virtual run (default: this machine's cores, which the "
+        "namespace hosts share; 0: a core per host)",
     )  # fmt: skip
     parser.add_argument("--json", default=None, help="write every run's figures here")
     parser.add_argument("--keep", default=None, help="keep the run folders and daemon logs here")
@@ -200,6 +206,7 @@ def main() -> int:
                         spec = _spec(name, args)
                         spec.links = [args.rate]
                         spec.device_speed = [f"{args.virtual_speed:g}"]
+                        spec.shared_cores = args.virtual_cores or None
                         sim = Target(simulate=True)
                         row = _run(spec, folder / f"{name}-{repeat}-sim", sim, [])
                         virtual[name].append(row)
@@ -226,8 +233,9 @@ def main() -> int:
         print(f"bar: top-k/plain wall {ratio:.3f} <= {BAR} and accuracy {gap * 100:+.2f} points "
               f"behind (<= 1): {'met' if met else 'NOT met'}")  # fmt: skip
     if args.virtual:
+        cores = f" --shared-cores {args.virtual_cores}" if args.virtual_cores else ""
         print(f"virtual clock (--simulate --link {args.rate} --device-speed "
-              f"{args.virtual_speed:g}) against the namespace hosts (medians):")  # fmt: skip
+              f"{args.virtual_speed:g}{cores}) against the namespace hosts (medians):")  # fmt: skip
         worst = 0.0
         for name in names:
             for key in ("wall_s", "train_s"):

@@ -130,6 +130,8 @@ class JobSpec:
     #: ``--link`` / ``--device-speed`` items (``psgd.link_spec``): emulated in ``--simulate``.
     links: list[str] = field(default_factory=list)
     device_speed: list[str] = field(default_factory=list)
+    #: ``--shared-cores``: the emulated nodes share this many cores (None: a device each).
+    shared_cores: int | None = None
     checkpoint_every: int = 0
     components: int = 1
     train_samples: int | None = None
@@ -191,6 +193,12 @@ class JobSpec:
         self._validate_rounds()
         check_links(self.links)
         check_device_speeds(self.device_speed)
+        if self.shared_cores is not None and (
+            not isinstance(self.shared_cores, int) or self.shared_cores < 1
+        ):
+            raise ConfigError(
+                f"--shared-cores: must be a whole number >= 1, got {self.shared_cores!r}"
+            )
 
     def _validate_rounds(self) -> None:
         if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):

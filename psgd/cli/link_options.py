@@ -1,4 +1,4 @@
-"""``--link`` and ``--device-speed``: emulated links and devices for ``--simulate`` jobs."""
+"""``--link``, ``--device-speed``, ``--shared-cores``: emulated links and devices."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _checked(check: Callable[[list[str]], None]) -> Callable[..., list[str]]:
 
 
 def link_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --link and --device-speed to a click command (values: lists of the items typed)."""
+    """Add --link, --device-speed and --shared-cores to a click command."""
     options = [
         click.option(
             "--link",
@@ -46,6 +46,16 @@ def link_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="--simulate: compute speed against this machine (0.2: 5x slower), for every "
             "worker, one node (2=0.2), or drawn: stragglers:FRACTION,FACTOR, uniform:LOW,HIGH, "
             "lognormal:SIGMA. Repeatable.",
+        ),
+        click.option(
+            "--shared-cores",
+            "shared_cores",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="--simulate: the nodes share N cores, as hosts emulated on one machine do "
+            "(network namespaces); the virtual clock makes nodes that compute at once take "
+            "turns. Default: every node has a device of its own.",
         ),
     ]
     for option in reversed(options):

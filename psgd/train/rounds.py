@@ -162,7 +162,7 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
 
     record = RoundRecorder(job, rounds, emit or (lambda event: None))
     nodes = [*range(spec.node_count), Parameter_Server]
-    clock = build_clock(spec.links, spec.device_speed, nodes, spec.seed)
+    clock = build_clock(spec.links, spec.device_speed, nodes, spec.seed, spec.shared_cores)
     error, diverged = None, False
     scheduler: Scheduler | None = None
     remove_stale()  # files of earlier jobs that were killed
@@ -201,7 +201,11 @@ def run_rounds(job: PreparedJob, emit: Emit | None = None) -> RunResult:
         executors=count,
     )  # fmt: skip
     if clock is not None:  # the options, not every client's draw: the folder stays O(1)
-        result.emulated = {"links": list(spec.links), "device_speed": list(spec.device_speed)}
+        result.emulated = {
+            "links": list(spec.links),
+            "device_speed": list(spec.device_speed),
+            "shared_cores": spec.shared_cores,
+        }
         virtual = [row["virtual_s"] for row in record.rows if "virtual_s" in row]
         result.figures["virtual_wall_s"] = virtual[-1] if virtual else None
     return result

@@ -73,7 +73,7 @@ def simulate(
     GlobalSettings.set_default(job.settings)
     nodes = list(range(spec.node_count))
     every = nodes + ([Parameter_Server] if job.ps_classes else [])
-    clock = build_clock(spec.links, spec.device_speed, every, spec.seed)
+    clock = build_clock(spec.links, spec.device_speed, every, spec.seed, spec.shared_cores)
     if clock is not None:
         clock.ship({node: job_bytes(job, node) for node in every})
     network = InProcessNetwork(every, job_id=spec.job_id, clock=clock)

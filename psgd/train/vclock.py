@@ -79,8 +79,15 @@ from psgd.link_spec import (
     resolve_links,
 )
 from psgd.train.prepare import PreparedJob
+from psgd.train.shared_cores import SharedCores
 
-__all__ = ["LinkQueue", "VirtualClock", "build_clock", "check_emulation", "job_bytes"]
+__all__ = [
+    "LinkQueue",
+    "VirtualClock",
+    "build_clock",
+    "check_emulation",
+    "job_bytes",
+]
 
 #: Busy intervals a link keeps at most (the oldest are forgotten first).
 MAX_INTERVALS = 4096
@@ -129,9 +136,15 @@ class LinkQueue:
 class VirtualClock:
     """Per-node virtual clocks over emulated links (see the module docstring for the model)."""
 
-    def __init__(self, links: Mapping[int, Link], speeds: Mapping[int, float]) -> None:
+    def __init__(
+        self,
+        links: Mapping[int, Link],
+        speeds: Mapping[int, float],
+        shared_cores: int | None = None,
+    ) -> None:
         self.links = dict(links)
         self.speeds = {node: float(speeds.get(node, 1.0)) for node in self.links}
+        self.cores = None if shared_cores is None else SharedCores(shared_cores)
         self._now = dict.fromkeys(self.links, 0.0)
         self._up = {node: LinkQueue() for node in self.links}
         self._down = {node: LinkQueue() for node in self.links}
@@ -140,9 +153,17 @@ class VirtualClock:
         self._lock = threading.Lock()
         self.messages = 0
 
-    def describe(self) -> dict[str, dict[str, object]]:
-        """``{node: {"link": "100mbit,0ms", "speed": 1.0}}`` for the records."""
-        return {str(n): {"link": str(self.links[n]), "speed": self.speeds[n]} for n in self.links}
+    def describe(self) -> dict[str, object]:
+        """``{node: {"link": "100mbit,0ms", "speed": 1.0}}`` for the records.
+
+        With shared cores, ``"shared_cores": count`` too.
+        """
+        described: dict[str, object] = {
+            str(n): {"link": str(self.links[n]), "speed": self.speeds[n]} for n in self.links
+        }
+        if self.cores is not None:
+            described["shared_cores"] = self.cores.count
+        return described
 
     # -- compute
 
@@ -157,7 +178,15 @@ class VirtualClock:
         now = time.thread_time()
         used = now - self._marks.get(key, now)
         self._marks[key] = now
-        self._now[node] += used / self.speeds[node]
+        self._busy(node, used)
+
+    def _busy(self, node: int, seconds: float) -> None:
+        """``node`` computes ``seconds`` of this machine's CPU, from its clock on."""
+        duration = seconds / self.speeds[node]
+        if self.cores is None:
+            self._now[node] += duration
+        else:
+            self._now[node] = self.cores.reserve(self._now[node], duration)
 
     def charge(self, node: int) -> float:
         """Add the calling thread's CPU since its last charge to ``node``'s clock; return it."""
@@ -168,7 +197,7 @@ class VirtualClock:
     def compute(self, node: int, seconds: float) -> float:
         """Add ``seconds`` of this machine's compute to ``node``'s clock, scaled by its speed."""
         with self._lock:
-            self._now[node] += seconds / self.speeds[node]
+            self._busy(node, seconds)
             return self._now[node]
 
     def now(self, node: int) -> float:
@@ -240,6 +269,8 @@ class VirtualClock:
         floor = min(self._now.values())
         for queue in (*self._up.values(), *self._down.values()):
             queue.forget_before(floor)
+        if self.cores is not None:
+            self.cores.forget_before(floor)
 
 
 def _seconds(bits: float, rate_bit_s: float) -> float:
@@ -247,14 +278,20 @@ def _seconds(bits: float, rate_bit_s: float) -> float:
 
 
 def build_clock(
-    links: Iterable[str], device_speed: Iterable[str], node_ids: Sequence[int], seed: int = 0
+    links: Iterable[str],
+    device_speed: Iterable[str],
+    node_ids: Sequence[int],
+    seed: int = 0,
+    shared_cores: int | None = None,
 ) -> VirtualClock | None:
-    """The clock of a job's ``--link``/``--device-speed`` items, or None when neither is given."""
+    """The clock of a job's ``--link``/``--device-speed``/``--shared-cores``, or None if none."""
     links, device_speed = list(links), list(device_speed)
-    if not links and not device_speed:
+    if not links and not device_speed and shared_cores is None:
         return None
     return VirtualClock(
-        resolve_links(links, node_ids), resolve_device_speeds(device_speed, node_ids, seed)
+        resolve_links(links, node_ids),
+        resolve_device_speeds(device_speed, node_ids, seed),
+        shared_cores,
     )
 
 
@@ -276,10 +313,11 @@ def job_bytes(job: PreparedJob, node: int) -> int:
 
 def check_emulation(spec: JobSpec, simulate: bool) -> None:
     """Refuse ``--link``/``--device-speed`` where nothing emulates them: on daemons."""
-    if not (spec.links or spec.device_speed):
+    if not (spec.links or spec.device_speed or spec.shared_cores is not None):
         return
     if not simulate:
         raise ConfigError(
-            "--link/--device-speed emulate links and devices in --simulate runs; on daemons, "
+            "--link/--device-speed/--shared-cores emulate links and devices in --simulate "
+            "runs; on daemons, "
             "shape real links instead (bench/netlab.py, as root)"
         )
