@@ -28,6 +28,11 @@ def run_round_job(job: Any, target: Any, quiet: bool, resume: bool) -> tuple[Any
     spec = job.spec
     if resume:
         raise ConfigError("--resume: round-based jobs have no checkpoints yet")
+    if spec.checkpoint_every:
+        raise ConfigError(
+            "--checkpoint-every: round-based federated jobs have no checkpoints yet (only "
+            "per-batch epoch jobs do); drop the option to run this job without them"
+        )
     rounds = spec.rounds or DEFAULT_ROUNDS
     if target.simulate:
         executors = default_executor_count() if spec.executors is None else spec.executors

@@ -21,6 +21,10 @@ a speed factor (0.2: five times slower than this machine).
   Only for the node's own thread (the one that called ``start``): a message handled by a
   background thread (the ASGD receiver) costs CPU but holds nobody up.
 
+Shared cores (``--shared-cores N``): by default every node has a device of its own. With N,
+every node's compute is booked on N cores that all nodes share (``psgd.train.shared_cores``),
+so nodes computing at once take turns, as hosts emulated on one machine do.
+
 Start: the submitter ships each node its job (its data blocks, the test set and the weights,
 images as grey levels as on daemons) over the node's downlink, in parallel, and starts them
 all once the last has its job (``ship``).
@@ -38,9 +42,10 @@ the simulation's, not the emulated links').
 
 API (the in-process simulation uses it; a round scheduler can too)
 -------------------------------------------------------------------
-``VirtualClock(links, speeds)``
+``VirtualClock(links, speeds, shared_cores=None)``
     ``links``: ``{node: Link}``, ``speeds``: ``{node: factor}`` for every node that sends or
-    receives (``build_clock`` makes both from a ``JobSpec``'s ``links``/``device_speed``).
+    receives (``build_clock`` makes them from a ``JobSpec``'s ``links``/``device_speed``/
+    ``shared_cores``).
 ``clock.start(node)``
     Begin metering the calling thread's CPU for ``node``, and make it the thread that waits for
     ``node``'s messages (call at the top of its thread).

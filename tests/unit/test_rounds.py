@@ -239,3 +239,10 @@ def test_dropout_without_a_deadline_is_a_deadlock_naming_the_waiting_server():
 def test_deadline_and_dropout_are_for_round_jobs(option):
     with pytest.raises(ConfigError, match="is for round-based federated jobs"):
         prepare_job(JobSpec(codec="plain.Plain", **option, **SMALL))
+
+
+def test_checkpoints_of_a_round_job_are_refused_before_it_runs(tmp_path):
+    spec = JobSpec(node_count=10, rounds=2, checkpoint_every=1, executors=0, **FEDAVG, **SMALL)
+    with pytest.raises(ConfigError, match="--checkpoint-every: round-based"):
+        run_job(spec, tmp_path / "run", quiet=True, target=Target(simulate=True))
+    assert not (tmp_path / "run" / "rounds.csv").exists()
