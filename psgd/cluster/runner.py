@@ -53,7 +53,16 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"  mean: test accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  "
         f"{summary['samples_per_s']:.0f} samples/s  wall {summary['wall_s']:.1f}s"
     )
+    _print_virtual(summary)
     click.echo(f"  records: {out}")
+
+
+def _print_virtual(summary: dict[str, Any]) -> None:
+    """The virtual clock's wall time, when links or devices were emulated."""
+    if summary.get("virtual_wall_s") is not None:
+        click.echo(
+            f"  virtual clock (emulated links and devices): wall {summary['virtual_wall_s']:.2f}s"
+        )
 
 
 def _print_round_summary(summary: dict[str, Any], out: Path) -> None:
@@ -82,6 +91,7 @@ def _print_round_summary(summary: dict[str, Any], out: Path) -> None:
         f"{summary['clients_trained']} clients trained, "
         f"up {_mb(summary['bytes_up'])} down {_mb(summary['bytes_down'])}"
     )
+    _print_virtual(summary)
     click.echo(f"  records: {out}")
 
 

@@ -85,12 +85,14 @@ def test_four_nodes_on_one_core_take_several_times_their_compute():
 
 def test_the_command_line_records_shared_cores_and_refuses_them_off_simulate(tmp_path):
     out = tmp_path / "run"
-    typed = ["--simulate", "-q", "--train-samples", "640", "--test-samples", "200",
+    typed = ["--simulate", "--train-samples", "640", "--test-samples", "200",
              "--shared-cores", "1", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(submit, typed)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["emulated"]["shared_cores"] == 1 and summary["virtual_train_s"] > 0
+    shown = f"virtual clock (emulated links and devices): wall {summary['virtual_wall_s']:.2f}s"
+    assert shown in result.output
     result = CliRunner().invoke(submit, ["--simulate", "--shared-cores", "0"])
     assert result.exit_code == 2 and "--shared-cores" in result.output
     result = CliRunner().invoke(
