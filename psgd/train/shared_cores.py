@@ -54,25 +54,31 @@ class SharedCores:
         return end
 
     def _finish(self, ready: float, work: float, live: list[tuple[float, float, float]]) -> float:
-        """The first ``T >= ready + work`` with ``count * (T - ready) >= work + booked``."""
+        """The first ``T >= ready + work`` with ``count * (T - ready) >= work + booked``.
 
-        def spare(moment: float) -> float:  # capacity left over [ready, moment]
-            booked = sum(rate * max(0.0, min(end, moment) - start) for start, end, rate in live)
-            return self.count * (moment - ready) - work - booked
-
-        moment = ready + work
-        left = spare(moment)
-        if left >= 0:
+        One sweep over the booked stretches' starts and ends: between two of them the spare
+        capacity changes at a constant rate, ``count`` minus the booked rates running.
+        """
+        changes = sorted(
+            [(start, rate) for start, _, rate in live] + [(end, -rate) for _, end, rate in live]
+        )
+        moment, spare, busy, index = ready, -work, 0.0, 0
+        earliest = ready + work
+        while index < len(changes) and changes[index][0] <= earliest:
+            at, change = changes[index]
+            spare += (self.count - busy) * (at - moment)
+            moment, busy, index = at, busy + change, index + 1
+        spare += (self.count - busy) * (earliest - moment)
+        moment = earliest
+        if spare >= 0:
             return moment
-        edges = sorted({edge for start, end, _ in live for edge in (start, end) if edge > moment})
-        for edge in edges:
-            busy = sum(rate for start, end, rate in live if start <= moment and end >= edge)
+        for at, change in changes[index:]:
             slope = self.count - busy
-            if slope > 0 and left + slope * (edge - moment) >= 0:
-                return moment - left / slope
-            left += slope * (edge - moment)
-            moment = edge
-        return moment - left / self.count
+            if slope > 0 and spare + slope * (at - moment) >= 0:
+                return moment - spare / slope
+            spare += slope * (at - moment)
+            moment, busy = at, busy + change
+        return moment - spare / self.count  # every booked stretch has ended
 
     def _book(self, start: float, end: float, rate: float) -> None:
         index = bisect.bisect_right(self._ends, end)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -49,6 +50,27 @@ def test_work_waits_out_a_busy_window_then_runs():
     assert cores.reserve(2.5, 1.0) == pytest.approx(3.75)
     cores.forget_before(3.0)  # nothing booked runs after 3.75 but the third
     assert cores.reserve(4.0, 1.0) == pytest.approx(5.0)
+
+
+def _spare(count: int, booked: list, ready: float, work: float, moment: float) -> float:
+    """Capacity over [ready, moment] left after ``work`` and the ``booked`` stretches' work."""
+    others = sum(r * max(0.0, min(e, moment) - max(s, ready)) for s, e, r in booked)
+    return count * (moment - ready) - work - others
+
+
+def test_every_booking_ends_at_the_first_moment_the_capacity_covers_it():
+    rng = np.random.default_rng(7)
+    for count in (1, 2, 3):
+        cores, booked = SharedCores(count), []  # booked: (start, end, rate), as recorded
+        for _ in range(150):
+            ready, work = float(rng.uniform(0, 20)), float(rng.exponential(1.0))
+            end = cores.reserve(ready, work)
+            assert end >= ready + work - 1e-9
+            assert _spare(count, booked, ready, work, end) >= -1e-6
+            earlier = max(ready + work, end - 1e-3)
+            if earlier < end - 1e-6:  # a moment before the end must not be covered yet
+                assert _spare(count, booked, ready, work, earlier) < 1e-6
+            booked.append((ready, end, work / (end - ready)))
 
 
 def test_a_count_below_one_is_refused_by_name():
