@@ -3,9 +3,10 @@
 ``plot_run`` draws one run's ``plot.png``: training loss per batch (epochs on a second axis),
 test accuracy per epoch or round (and the server model's, when the job has one), and the same
 accuracy against the bytes each worker sent and against the time spent (and, for a run on
-emulated links, against the virtual clock's training time: the slowest worker's, a dotted
-line). ``plot_comparison`` overlays several runs (``psgd compare``): accuracy against epochs or
-rounds, against bytes sent per worker, against time.
+emulated links or devices, against the virtual clock, a dotted line: the slowest worker's
+training time per epoch, the round's end per round). ``plot_comparison`` overlays several
+runs (``psgd compare``): accuracy against epochs or rounds, against bytes sent per worker,
+against time.
 
 matplotlib is imported when a figure is drawn, not with this module, and no pyplot state is
 used: figures are plain ``matplotlib.figure.Figure`` objects, safe from any thread.
@@ -167,7 +168,18 @@ def _accuracy_panels(axes: Sequence[Axes], run: RunRecords) -> None:
 
 
 def _virtual_curve(run: RunRecords) -> tuple[list[float], list[float]]:
-    """Mean accuracy against the slowest worker's virtual training time, per epoch (if any)."""
+    """Accuracy against the virtual clock, if links or devices were emulated.
+
+    Per round: the global model's accuracy against the round's virtual end. Per epoch: the
+    workers' mean accuracy against the slowest worker's virtual training time.
+    """
+    if run.rounds:
+        rows = [
+            r for r in run.rounds
+            if not math.isnan(r.get("virtual_s", math.nan))
+            and not math.isnan(r.get("accuracy", math.nan))
+        ]  # fmt: skip
+        return [r["virtual_s"] for r in rows], [r["accuracy"] for r in rows]
     by_epoch: dict[int, list[dict[str, Any]]] = {}
     for node in run.nodes:
         for row in node.evals:
