@@ -2,7 +2,8 @@
 
 Each row: the run's label and codec, its final test accuracy, the epochs (or rounds) it ran and,
 given a target, the first epoch (or round) whose accuracy reached it, the bytes each worker
-sent (and the parameter server, where there is one), and the wall time. ``psgd compare`` prints
+sent (and the parameter server, where there is one), and the wall time (and the virtual
+clock's, for runs on emulated links or devices). ``psgd compare`` prints
 these beside a figure of the runs (``plot.plot_comparison``); ``bench/results.py`` builds the
 tables of ``docs/`` with them.
 """
@@ -34,7 +35,7 @@ __all__ = [
 #: The columns of ``csv_table``: raw numbers (bytes, seconds), empty where unknown.
 CSV_COLUMNS = ["label", "run", "codec", "status", "accuracy", "unit", "steps", "target",
                "steps_to_target", "bytes_per_worker", "server_bytes", "wall_s",
-               "server_accuracy"]  # fmt: skip
+               "server_accuracy", "virtual_wall_s"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Row:
     wall_s: float
     #: The server's model's test accuracy (PS and EASGD jobs whose server keeps it).
     server_accuracy: float | None = None
+    #: The virtual clock's wall time (``--simulate`` with ``--link``/``--device-speed``/...).
+    virtual_wall_s: float | None = None
 
 
 def find_runs(paths: Sequence[Path]) -> list[RunRecords]:
@@ -106,6 +109,7 @@ def compare_rows(
                 server_bytes=run.server_bytes(),
                 wall_s=run.wall_s,
                 server_accuracy=_figure(run.summary.get("server_accuracy")),
+                virtual_wall_s=_figure(run.summary.get("virtual_wall_s")),
             )
         )
     return rows
@@ -129,11 +133,13 @@ def markdown_table(rows: Sequence[Row], target: float | None = None) -> str:
     with_server = any(row.server_bytes is not None for row in rows)
     with_codec = any(row.label != row.codec for row in rows)
     with_model = any(row.server_accuracy is not None for row in rows)
+    with_virtual = any(row.virtual_wall_s is not None for row in rows)
     header = ["run"] + (["codec"] if with_codec else []) + ["accuracy"]
     header += (["server model"] if with_model else []) + [unit]
     if target is not None:
         header.append(f"{unit} to {target:g}")
     header += ["MB per worker"] + (["MB from server"] if with_server else []) + ["wall s"]
+    header += ["virtual wall s"] if with_virtual else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         accuracy = f"{row.accuracy:.4f}" if math.isfinite(row.accuracy) else "-"
@@ -150,6 +156,9 @@ def markdown_table(rows: Sequence[Row], target: float | None = None) -> str:
         if with_server:
             cells.append(_mb(row.server_bytes))
         cells.append(f"{row.wall_s:.1f}" if math.isfinite(row.wall_s) else "-")
+        if with_virtual:
+            virtual = row.virtual_wall_s
+            cells.append(f"{virtual:.2f}" if virtual is not None else "-")
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
@@ -166,7 +175,7 @@ def csv_table(rows: Sequence[Row], target: float | None = None) -> str:
                 row.steps, "" if target is None else target,
                 "" if row.steps_to_target is None else row.steps_to_target,
                 _raw(row.bytes_per_worker), _raw(row.server_bytes), _raw(row.wall_s),
-                _raw(row.server_accuracy),
+                _raw(row.server_accuracy), _raw(row.virtual_wall_s),
             ]
         )  # fmt: skip
     return buffer.getvalue()

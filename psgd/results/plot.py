@@ -216,22 +216,31 @@ def plot_run(path: Path, run: RunRecords) -> Path:
 
 
 def comparison_figure(runs: Sequence[RunRecords], labels: Sequence[str]) -> Figure:
-    """Accuracy of several runs against epoch or round, bytes sent per worker, and time."""
+    """Accuracy of several runs against epoch or round, bytes sent per worker, and time.
+
+    When every run has a virtual clock (emulated links or devices), time is the virtual one.
+    """
     units = {run.unit for run in runs}
     unit = units.pop() if len(units) == 1 else "epoch or round"
     figure = _figure(15, 4.8)
     axes = figure.subplots(1, 3)
+    virtual = [_virtual_curve(run) for run in runs]
+    emulated = all(xs for xs, _ in virtual)
     panels = [
         (f"test accuracy per {unit}", unit, lambda p: p.step),
         ("accuracy against bytes sent", "MB sent per worker", lambda p: p.bytes_per_worker / _MB),
-        ("accuracy against time", "time (s)", lambda p: p.time_s),
-    ]
+        ("accuracy against time", "virtual clock (s)" if emulated else "time (s)",
+         lambda p: p.time_s),
+    ]  # fmt: skip
     for panel, (ax, (title, xlabel, x_of)) in enumerate(zip(axes, panels, strict=True)):
         drew = False
         for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
             points = run.progress()
+            xs, ys = [x_of(p) for p in points], [p.accuracy for p in points]
+            if panel == 2 and emulated:
+                xs, ys = virtual[i]
             style = {"color": f"C{i % 10}", "linewidth": 1.4, "label": label}
-            drew |= _line(ax, [x_of(p) for p in points], [p.accuracy for p in points], **style)
+            drew |= _line(ax, xs, ys, **style)
         _finish(ax, title, xlabel, "test accuracy", drew, legend=False, whole_x=panel == 0)
         if panel == 1:
             _log_if_wide(ax)

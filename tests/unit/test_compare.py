@@ -17,6 +17,7 @@ from run_folders import make_run
 from psgd.cli import main
 from psgd.errors import ConfigError
 from psgd.results.compare import compare_rows, csv_table, find_runs, markdown_table
+from psgd.results.plot import comparison_figure
 from psgd.results.runs import load_run
 
 pytestmark = pytest.mark.timeout(60)
@@ -145,3 +146,31 @@ def test_bench_results_builds_its_tables_and_figures_with_compare(tmp_path):
     assert "| plain.Plain (P2P averaging) | `plain.Plain` |" in text
     assert (tmp_path / "results-baseline.png").is_file()
     assert (tmp_path / "runs" / "plain-plain-p2p-averaging" / "summary.json").is_file()
+
+
+def test_runs_on_emulated_links_are_compared_on_the_virtual_clock(tmp_path):
+    slow = make_run(tmp_path / "slow", codec="plain.Plain", node_count=2, links=["2mbit"])
+    sparse = make_run(tmp_path / "sparse", codec="compression.TopKPlain", node_count=2,
+                      links=["2mbit"], params={"ratio": 0.01})  # fmt: skip
+    runs = [load_run(slow), load_run(sparse)]
+    rows = compare_rows(runs)
+    times = [
+        json.loads((run / "summary.json").read_text())["virtual_wall_s"] for run in (slow, sparse)
+    ]
+    assert [row.virtual_wall_s for row in rows] == times and times[1] < times[0]
+    table = markdown_table(rows)
+    assert table.splitlines()[0].endswith("| wall s | virtual wall s |")
+    assert f"| {times[0]:.2f} |" in table
+    parsed = list(csv.DictReader(io.StringIO(csv_table(rows))))
+    assert [float(r["virtual_wall_s"]) for r in parsed] == pytest.approx(times)
+    time_panel = comparison_figure(runs, ["plain", "top-k"]).axes[2]
+    assert time_panel.get_xlabel() == "virtual clock (s)"
+    ends = [max(line.get_xdata()) for line in time_panel.get_lines()]
+    slowest = [  # the slowest worker's virtual training time after the last epoch
+        max(float(r["virtual_train_s"]) for node in load_run(run).nodes for r in node.evals)
+        for run in (slow, sparse)
+    ]
+    assert ends == pytest.approx(slowest)
+    # without a clock the column and the label stay away
+    plain = compare_rows([load_run(make_run(tmp_path / "real", node_count=2))])
+    assert "virtual" not in markdown_table(plain)
