@@ -6,20 +6,15 @@ import time
 
 import pytest
 import zmq
+from loopback import loopback_pair
 
 from psgd.cluster.liveness import take_waiting
 
 
 @pytest.fixture
 def pair():
-    context = zmq.Context()
-    reader, writer = context.socket(zmq.PULL), context.socket(zmq.PUSH)
-    port = reader.bind_to_random_port("tcp://127.0.0.1")
-    writer.connect(f"tcp://127.0.0.1:{port}")
-    yield reader, writer
-    reader.close(linger=0)
-    writer.close(linger=0)
-    context.term()
+    with loopback_pair(zmq.PULL, zmq.PUSH) as (reader, writer):
+        yield reader, writer
 
 
 def test_messages_that_waited_unread_are_all_handled(pair):

@@ -9,6 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from loopback import loopback_pair
 
 from psgd.errors import EncodeError, MalformedMessage
 from psgd.net.wire import (
@@ -412,18 +413,9 @@ def test_mutated_messages_decode_or_raise_malformed_only():
 
 @pytest.fixture
 def pair():
-    context = zmq.Context()
-    server, client = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    for sock in (server, client):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, 5000)
-        sock.setsockopt(zmq.SNDTIMEO, 5000)
-    port = server.bind_to_random_port("tcp://127.0.0.1")
-    client.connect(f"tcp://127.0.0.1:{port}")
-    yield client, server
-    server.close(linger=0)
-    client.close(linger=0)
-    context.term()
+    options = {zmq.LINGER: 0, zmq.RCVTIMEO: 5000, zmq.SNDTIMEO: 5000}
+    with loopback_pair(zmq.PAIR, zmq.PAIR, options) as (server, client):
+        yield client, server
 
 
 def test_message_round_trips_through_zmq_without_copies(pair):
